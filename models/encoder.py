@@ -1,0 +1,158 @@
+"""The multilingual sentence encoder: text in, L2-normalised E5 embeddings out.
+
+One loading path serves the offline build (``models.encoder_build``) and any hub id
+or local directory a user names. Long posts are split into overlapping windows of
+the model's maximum length instead of being cut at 512 tokens, so an appeal at the
+end of a long digest still reaches the classifier. Per-token states are returned on
+request: the classifier's linear head decomposes over them, which is how it explains
+itself (the *reasons*) without a second forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+QUERY_PREFIX = "query: "
+
+
+@dataclass(slots=True)
+class Window:
+    """One model-sized slice of a text."""
+
+    vector: np.ndarray  # (H,) L2-normalised mean-pooled embedding
+    n_tokens: int
+    # (T, H) token states divided by the mean's norm, so that w·vector == mean(token_contrib @ w)
+    token_states: np.ndarray | None = None
+    # (T, 2) character spans of those tokens in the original text (prefix removed); -1 for specials
+    offsets: np.ndarray | None = None
+
+
+@dataclass(slots=True)
+class TextEncoding:
+    """All windows of one text, and the text-level embedding (token-weighted mean of windows)."""
+
+    text: str
+    windows: list[Window]
+
+    @property
+    def vector(self) -> np.ndarray:
+        if len(self.windows) == 1:
+            return self.windows[0].vector
+        weights = np.array([w.n_tokens for w in self.windows], dtype=np.float32)
+        v = np.sum([w.vector * n for w, n in zip(self.windows, weights, strict=True)], axis=0)
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+class Encoder:
+    """multilingual-e5-small (or any BERT-like encoder) with E5's query prefix and mean pooling."""
+
+    def __init__(self, tokenizer: Any, model: Any, *, batch_size: int = 32, stride: int = 64) -> None:
+        self.tokenizer = tokenizer
+        self.model = model
+        self.batch_size = batch_size
+        self.max_tokens = int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512))
+        self.stride = stride
+        self.dim = int(model.config.hidden_size)
+        self.bos = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        self.eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        self.pad = tokenizer.pad_token_id or 0
+
+    @classmethod
+    def load(cls, name_or_path: str, *, threads: int | None = None, batch_size: int = 32) -> Encoder:
+        """Load from a local directory or a hub id; ``threads`` sets torch's intra-op threads."""
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        if threads:
+            torch.set_num_threads(threads)
+        hf_logging.set_verbosity_error()
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModel.from_pretrained(name_or_path)
+        model.eval()
+        return cls(tokenizer, model, batch_size=batch_size)
+
+    # -- tokenisation -------------------------------------------------------------------
+
+    def _windows_of(self, text: str) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        enc = self.tokenizer(QUERY_PREFIX + text, add_special_tokens=False, return_offsets_mapping=True)
+        ids: list[int] = list(enc["input_ids"])
+        shift = len(QUERY_PREFIX)
+        offs = [(max(a - shift, -1), max(b - shift, -1)) for a, b in enc["offset_mapping"]]
+        room = self.max_tokens - 2
+        spans: list[tuple[list[int], list[tuple[int, int]]]] = []
+        start = 0
+        while True:
+            end = min(start + room, len(ids))
+            spans.append(
+                ([self.bos, *ids[start:end], self.eos], [(-1, -1), *offs[start:end], (-1, -1)])
+            )
+            if end >= len(ids):
+                break
+            start = end - self.stride
+        return spans
+
+    # -- inference ----------------------------------------------------------------------
+
+    def encode(self, texts: list[str], *, with_tokens: bool = False) -> list[TextEncoding]:
+        """Encode texts; windows are batched across texts, sorted by length to save padding."""
+        import torch
+
+        items: list[tuple[int, list[int], list[tuple[int, int]]]] = []
+        for i, text in enumerate(texts):
+            for ids, offs in self._windows_of(text):
+                items.append((i, ids, offs))
+        order = sorted(range(len(items)), key=lambda k: len(items[k][1]))
+        results: list[Window | None] = [None] * len(items)
+        with torch.inference_mode():
+            for b in range(0, len(order), self.batch_size):
+                chunk = order[b : b + self.batch_size]
+                width = max(len(items[k][1]) for k in chunk)
+                input_ids = torch.full((len(chunk), width), self.pad, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for row, k in enumerate(chunk):
+                    ids = items[k][1]
+                    input_ids[row, : len(ids)] = torch.tensor(ids)
+                    mask[row, : len(ids)] = 1
+                hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+                m = mask.unsqueeze(-1).to(hidden.dtype)
+                summed = (hidden * m).sum(dim=1)
+                counts = m.sum(dim=1).clamp(min=1)
+                mean = summed / counts
+                norms = mean.norm(dim=1, keepdim=True).clamp(min=1e-12)
+                pooled = (mean / norms).float().numpy()
+                states = (hidden / norms.unsqueeze(1)).float().numpy() if with_tokens else None
+                for row, k in enumerate(chunk):
+                    n = len(items[k][1])
+                    results[k] = Window(
+                        vector=pooled[row],
+                        n_tokens=n,
+                        token_states=states[row, :n].copy() if states is not None else None,
+                        offsets=np.array(items[k][2], dtype=np.int64) if with_tokens else None,
+                    )
+        out = [TextEncoding(text=t, windows=[]) for t in texts]
+        for (i, _, _), win in zip(items, results, strict=True):
+            assert win is not None
+            out[i].windows.append(win)
+        return out
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """(n, H) text-level embeddings, L2-normalised."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([e.vector for e in self.encode(texts)]).astype(np.float32)
+
+
+def default_threads() -> int:
+    """Use every core we are allowed to run on; the bot does little else while classifying."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
