@@ -32,6 +32,7 @@ class TelegramConfig:
     api_base_url: str = DEFAULT_API_BASE
     api_file_url: str = DEFAULT_FILE_BASE
     send_retries: int = 3
+    max_messages_per_second: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +193,8 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
     if not files:
         files = api[: -len("/bot")] + "/file/bot" if api.endswith("/bot") else DEFAULT_FILE_BASE
     telegram = TelegramConfig(token=token, api_base_url=api, api_file_url=files,
-                              send_retries=int(t.number("send_retries", 3, 0, 20)))
+                              send_retries=int(t.number("send_retries", 3, 0, 20)),
+                              max_messages_per_second=t.number("max_messages_per_second", 30.0, 0.0, 10_000.0))
     t.finish()
 
     s = _Table(raw.get("storage", {}), "storage", file)

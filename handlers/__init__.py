@@ -1,0 +1,58 @@
+"""The one place that wires handlers, in the order PTB tries them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    ChatMemberHandler,
+    CommandHandler,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+from telegram import Update
+
+from handlers import basic, channels, digests, feedback, posts, search, subscriptions
+from handlers.common import access_gate
+
+PRIVATE_OR_GROUP = filters.ChatType.PRIVATE | filters.ChatType.GROUPS
+
+
+def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    # Group -1 runs first for every update: the access gate (allowed_users) may stop it here.
+    app.add_handler(TypeHandler(Update, access_gate), group=-1)
+
+    # Channel posts and edits (CommandHandler ignores channel posts, so order is not critical).
+    app.add_handler(MessageHandler(filters.UpdateType.CHANNEL_POSTS, posts.channel_post))
+    app.add_handler(ChatMemberHandler(channels.bot_membership, ChatMemberHandler.MY_CHAT_MEMBER))
+
+    # Commands, in private chats and groups.
+    commands = [
+        ("start", basic.start), ("help", basic.help_command),
+        ("subscribe", subscriptions.subscribe), ("unsubscribe", subscriptions.unsubscribe),
+        ("settings", subscriptions.settings),
+        ("search", search.search), ("digest", digests.digest), ("publish", digests.publish),
+        ("channels", channels.channels), ("status", channels.status),
+        ("watch", channels.watch), ("unwatch", channels.unwatch),
+        ("relabel", feedback.relabel),
+    ]
+    for name, callback in commands:
+        app.add_handler(CommandHandler(name, callback, filters=PRIVATE_OR_GROUP))
+
+    # Inline buttons, by callback-data prefix.
+    app.add_handler(CallbackQueryHandler(feedback.feedback_button, pattern=r"^fb:(ok|no):\d+$"))
+    app.add_handler(CallbackQueryHandler(feedback.mute_button, pattern=r"^mute:\d+$"))
+    app.add_handler(CallbackQueryHandler(search.search_page, pattern=r"^s:[\w-]+:\d+$"))
+    app.add_handler(CallbackQueryHandler(subscriptions.subscription_button, pattern=r"^sub:"))
+    app.add_handler(CallbackQueryHandler(subscriptions.settings_button, pattern=r"^set:"))
+    app.add_handler(CallbackQueryHandler(digests.forward_originals, pattern=r"^dg:\d+:\d+$"))
+
+    # Forwarded channel posts: classify and answer. Then anything else.
+    app.add_handler(MessageHandler(filters.FORWARDED & filters.ChatType.PRIVATE, posts.forwarded))
+    app.add_handler(MessageHandler(filters.COMMAND & PRIVATE_OR_GROUP, basic.unknown_command))
+    app.add_handler(MessageHandler(filters.ChatType.PRIVATE & ~filters.COMMAND, basic.plain_text))
+
+    app.add_error_handler(basic.on_error)  # type: ignore[arg-type]

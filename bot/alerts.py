@@ -1,0 +1,251 @@
+"""Who gets which alert, and what it says. Telegram-free: sending goes through ``AlertSender``.
+
+Rules the users rely on:
+
+* a chat never gets the same post twice (the alert row is claimed before sending);
+* one alert per *story* within the window — reposts update the first alert's
+  "also in @a, @b" line instead of sending again;
+* a user who blocked the bot (403) is deactivated, and never stops the others;
+* quiet hours hold alerts, which are delivered when the hours end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from bot.domain import StoredPost
+from bot.storage import ChatSettings, Storage
+
+log = logging.getLogger(__name__)
+
+LABEL_NAMES = {
+    "surrender": "surrender",
+    "desertion": "desertion",
+    "family": "families",
+    "pow": "prisoners speak",
+    "civilians": "civilians",
+    "threat": "threat",
+}
+ADDRESSEE_NAMES = {
+    "ru_military": "Russian soldiers",
+    "ru_families": "Russian soldiers' families",
+    "ru_public": "Russian public",
+    "ua_military": "Ukrainian soldiers",
+    "ua_public": "Ukrainian public",
+}
+LANG_NAMES = {"ru": "Russian", "uk": "Ukrainian", "en": "English", "other": "other"}
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    text: str
+    data: str | None = None  # callback data (≤ 64 bytes)
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """An HTML message and its inline keyboard, as plain data."""
+
+    html: str
+    buttons: tuple[tuple[Button, ...], ...] = ()
+    forward_from: tuple[int, int] | None = None  # (source chat id, message id) to forward first
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    status: Literal["sent", "blocked", "failed"]
+    message_id: int | None = None
+    error: str | None = None
+
+
+class AlertSender(Protocol):
+    async def send(self, chat_id: int, message: Rendered) -> SendOutcome: ...
+
+    async def edit(self, chat_id: int, message_id: int, message: Rendered) -> None: ...
+
+
+def trim_at_word(text: str, limit: int) -> str:
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    if space > limit * 0.6:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:—-") + " …"
+
+
+def channel_link(channel: str) -> str:
+    if channel.startswith("c:"):
+        return html.escape(f"private channel {channel[2:]}")
+    return f'<a href="https://t.me/{html.escape(channel)}">@{html.escape(channel)}</a>'
+
+
+def labels_text(labels: Sequence[str]) -> str:
+    return ", ".join(LABEL_NAMES.get(lbl, lbl) for lbl in labels) or "appeal"
+
+
+def render_alert(post: StoredPost, *, text_limit: int = 700, also_in: Sequence[str] = (), reposts: int = 0,
+                 forward: bool = False) -> Rendered:
+    """The alert users read on a phone: what, to whom, where, the words, and why."""
+    score = f"{post.score:.2f}" if post.score is not None else "?"
+    lines = [
+        f"🚨 <b>Appeal: {html.escape(labels_text(post.labels))}</b> · {score}",
+        f"🗣 to {html.escape(ADDRESSEE_NAMES.get(post.addressee or '', post.addressee or 'unknown'))}"
+        f" · 🌐 {LANG_NAMES.get(post.lang or 'other', post.lang or '?')}",
+        f"📢 {channel_link(post.channel)} · {post.date.strftime('%d %b %Y %H:%M')} UTC",
+    ]
+    if also_in:
+        shown = ", ".join(channel_link(c) for c in list(dict.fromkeys(also_in))[:5])
+        lines.append(f"🔁 also in {shown} ({reposts} repost{'s' if reposts != 1 else ''})")
+    lines.append(f"<blockquote>{html.escape(trim_at_word(post.text, text_limit))}</blockquote>")
+    if post.reasons:
+        because = " · ".join(f"«{html.escape(r)}»" for r in post.reasons[:3])
+        lines.append(f"<i>Because:</i> {because}")
+    lines.append(f'🔗 <a href="{html.escape(post.permalink)}">Open the post</a>')
+    buttons = (
+        (Button("✅ Correct", data=f"fb:ok:{post.id}"), Button("❌ Not an appeal", data=f"fb:no:{post.id}")),
+        (Button(f"🔕 Mute @{post.channel}"[:40], data=f"mute:{post.id}"),),
+    )
+    fwd = (post.chat_id, post.message_id) if forward and post.chat_id is not None else None
+    return Rendered("\n".join(lines), buttons, fwd)
+
+
+def _parse_hhmm(value: str | None) -> time | None:
+    if not value:
+        return None
+    hh, mm = value.split(":")
+    return time(int(hh), int(mm))
+
+
+def in_quiet_hours(chat: ChatSettings, now: datetime, default_tz: str) -> bool:
+    start, end = _parse_hhmm(chat.quiet_start), _parse_hhmm(chat.quiet_end)
+    if start is None or end is None or start == end:
+        return False
+    local = now.astimezone(ZoneInfo(chat.timezone or default_tz)).time()
+    if start < end:
+        return start <= local < end
+    return local >= start or local < end  # across midnight, e.g. 23:00–07:00
+
+
+@dataclass(slots=True)
+class AlertStats:
+    sent: int = 0
+    blocked: int = 0
+    failed: int = 0
+    held: int = 0
+    grouped: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+class AlertDispatcher:
+    """Fans classified appeals out to the chats whose filters match."""
+
+    def __init__(self, storage: Storage, sender: AlertSender, *, min_score: float, story_window: timedelta,
+                 default_tz: str = "Europe/Kyiv", text_limit: int = 700, concurrency: int = 20) -> None:
+        self.storage = storage
+        self.sender = sender
+        self.min_score = min_score
+        self.story_window = story_window
+        self.default_tz = default_tz
+        self.text_limit = text_limit
+        self.stats = AlertStats()
+        self._sem = asyncio.Semaphore(concurrency)
+
+    async def dispatch(self, post_ids: Sequence[int]) -> None:
+        chats: list[ChatSettings] | None = None
+        for pid in post_ids:
+            post = await self.storage.get_post(pid)
+            if post is None or not post.appeal or post.score is None:
+                continue
+            if chats is None:
+                chats = await self.storage.subscribed_chats()
+            targets = [c for c in chats if self._matches(c, post)]
+            await asyncio.gather(*(self._deliver(c, post) for c in targets))
+
+    def _matches(self, chat: ChatSettings, post: StoredPost) -> bool:
+        if chat.filters is None or post.channel in chat.muted:
+            return False
+        return chat.filters.matches(labels=post.labels, lang=post.lang or "other", channel=post.channel,
+                                    score=post.score or 0.0, default_min=self.min_score)
+
+    async def _deliver(self, chat: ChatSettings, post: StoredPost) -> None:
+        async with self._sem:
+            now = datetime.now(UTC)
+            if post.story_id is not None:
+                earlier = await self.storage.story_alerted(chat.chat_id, post.story_id, now - self.story_window)
+                if earlier is not None:
+                    await self.storage.claim_alert(chat.chat_id, post.id, post.story_id, status="skipped")
+                    self.stats.grouped += 1
+                    await self._update_story_alert(chat, post, earlier)
+                    return
+            if in_quiet_hours(chat, now, self.default_tz):
+                if await self.storage.claim_alert(chat.chat_id, post.id, post.story_id, status="held"):
+                    self.stats.held += 1
+                return
+            if not await self.storage.claim_alert(chat.chat_id, post.id, post.story_id):
+                return  # already sent (or being sent) to this chat
+            await self._send(chat, post)
+
+    async def _send(self, chat: ChatSettings, post: StoredPost) -> None:
+        message = render_alert(post, text_limit=self.text_limit, forward=chat.forward_original)
+        try:
+            outcome = await self.sender.send(chat.chat_id, message)
+        except Exception as exc:  # one failing recipient never stops the others
+            log.exception("alert to chat %s failed", chat.chat_id)
+            outcome = SendOutcome("failed", error=repr(exc))
+        if outcome.status == "sent":
+            self.stats.sent += 1
+            self.stats.latencies.append((datetime.now(UTC) - post.date).total_seconds())
+            await self.storage.finish_alert(chat.chat_id, post.id, "sent", message_id=outcome.message_id)
+        elif outcome.status == "blocked":
+            self.stats.blocked += 1
+            await self.storage.finish_alert(chat.chat_id, post.id, "failed", error=outcome.error)
+            await self.storage.deactivate_chat(chat.chat_id, outcome.error or "blocked")
+            log.info("chat %s blocked the bot; deactivated", chat.chat_id)
+        else:
+            self.stats.failed += 1
+            await self.storage.finish_alert(chat.chat_id, post.id, "failed", error=outcome.error)
+
+    async def _update_story_alert(self, chat: ChatSettings, post: StoredPost, message_id: int) -> None:
+        """Edit the story's first alert so it lists where else the appeal appeared."""
+        if not message_id or post.story_id is None:
+            return
+        channels = await self.storage.story_channels(post.story_id)
+        first_rows = await self.storage.db.execute_fetchall(
+            "SELECT first_post_id FROM stories WHERE id=?", (post.story_id,))
+        first = await self.storage.get_post(int(first_rows[0][0])) if first_rows else None
+        if first is None:
+            return
+        others = [c for c in channels[1:] if c != first.channel]
+        message = render_alert(first, text_limit=self.text_limit, also_in=others, reposts=len(channels) - 1)
+        try:
+            await self.sender.edit(chat.chat_id, message_id, message)
+        except Exception:
+            log.debug("could not update the story alert in chat %s", chat.chat_id, exc_info=True)
+
+    async def deliver_held(self) -> int:
+        """Send alerts held by quiet hours whose chats are now awake. Returns how many were sent."""
+        now = datetime.now(UTC)
+        sent = 0
+        for chat_id, post_id in await self.storage.held_alerts():
+            chat = await self.storage.chat_settings(chat_id)
+            if chat is None or not chat.active:
+                continue
+            if in_quiet_hours(chat, now, self.default_tz):
+                continue
+            post = await self.storage.get_post(post_id)
+            if post is None:
+                continue
+            await self.storage.finish_alert(chat_id, post_id, "pending")
+            await self._send(chat, post)
+            sent += 1
+        return sent

@@ -1,0 +1,161 @@
+"""Build and run the Telegram application: the single place that wires everything.
+
+Services are built once in ``post_init`` (storage opened, model loaded off the event
+loop, pipeline worker started, unfinished posts resumed, jobs scheduled, sources
+started) and closed in ``post_shutdown``. Tests and the demo start the very same
+application by hand against the local Bot API with :func:`start_bot`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from telegram import LinkPreviewOptions, Update
+from telegram.constants import ParseMode
+from telegram.error import TelegramError
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, Defaults
+
+from bot.alerts import AlertDispatcher
+from bot.config import Config
+from bot.context import SERVICES_KEY, BotContext
+from bot.pipeline import Pipeline
+from bot.scheduling import schedule_all
+from bot.services import Services
+from bot.storage import Storage
+from bot.telegram_adapter import TelegramSender
+
+log = logging.getLogger(__name__)
+
+AnyApp = Application[Any, Any, Any, Any, Any, Any]
+
+
+def load_classifier(config: Config) -> Any:
+    from models.classifier import AppealClassifier
+
+    m = config.model
+    return AppealClassifier.load(m.base, cache_dir=m.cache_dir, heads_dir=m.heads, threads=m.threads,
+                                 batch_size=m.batch_size, threshold=m.threshold)
+
+
+async def _register_config_channels(app: AnyApp, services: Services) -> None:
+    """Config channels: where the bot is an admin, updates bring posts; elsewhere the web preview."""
+    for name in services.config.sources.channels:
+        source, chat_id, title = "web", None, None
+        try:
+            chat = await app.bot.get_chat("@" + name)
+            chat_id, title = chat.id, chat.title
+            member = await app.bot.get_chat_member(chat.id, app.bot.id)
+            if member.status == "administrator":
+                source = "bot"
+        except TelegramError as exc:
+            log.info("@%s: not reachable through the Bot API (%s); using its web preview", name, exc)
+        await services.storage.ensure_channel(name, chat_id=chat_id, title=title, source=source, watched=True)
+
+
+def _start_web_source(app: AnyApp, services: Services) -> None:
+    try:
+        from bot.sources.web_runner import start_web_source
+    except ImportError:  # pragma: no cover - the module ships with the package
+        return
+    services.web_source = start_web_source(app, services)
+
+
+def build_application(config: Config, *, classifier: Any = None, start_sources: bool = True) -> AnyApp:
+    if not config.telegram.token:
+        raise ValueError("no bot token: set TELEGRAM_BOT_TOKEN or [telegram] token")
+
+    async def post_init(app: AnyApp) -> None:
+        storage = Storage(config.storage.path)
+        await storage.open()
+        clf = classifier
+        if clf is None:
+            clf = await asyncio.get_running_loop().run_in_executor(None, load_classifier, config)
+        dispatcher = AlertDispatcher(
+            storage, TelegramSender(app.bot), min_score=config.alerts.min_score,
+            story_window=timedelta(hours=config.alerts.story_window_hours), default_tz=config.digest.timezone,
+            text_limit=config.alerts.text_limit,
+        )
+        pipeline = Pipeline(storage, clf, alerts=dispatcher, batch_size=config.model.batch_size,
+                            story_window=timedelta(hours=config.alerts.story_window_hours))
+        services = Services(config=config, storage=storage, pipeline=pipeline, alerts=dispatcher, classifier=clf)
+        app.bot_data[SERVICES_KEY] = services
+        pipeline.start()
+        from handlers.basic import bot_commands
+
+        await app.bot.set_my_commands(bot_commands())
+        await _register_config_channels(app, services)
+        await pipeline.resume()
+        await schedule_all(app, config, await storage.chats_with_digest())
+        if start_sources:
+            _start_web_source(app, services)
+        log.info("AppealWatch is up: %d posts stored", await storage.count_posts())
+
+    async def post_shutdown(app: AnyApp) -> None:
+        services = app.bot_data.get(SERVICES_KEY)
+        if isinstance(services, Services):
+            if services.web_source is not None:
+                await services.web_source.close()
+            await services.pipeline.stop()
+            await services.storage.close()
+
+    rate = config.telegram.max_messages_per_second
+    limiter = AIORateLimiter(
+        max_retries=config.telegram.send_retries,
+        overall_max_rate=rate if rate > 0 else 0,
+        overall_time_period=1 if rate > 0 else 0,
+    )
+    from handlers import register
+
+    app = (
+        ApplicationBuilder()
+        .token(config.telegram.token)
+        .base_url(config.telegram.api_base_url)
+        .base_file_url(config.telegram.api_file_url)
+        .rate_limiter(limiter)
+        .defaults(Defaults(parse_mode=ParseMode.HTML, tzinfo=ZoneInfo(config.digest.timezone),
+                           link_preview_options=LinkPreviewOptions(is_disabled=True)))
+        .context_types(ContextTypes(context=BotContext))
+        .concurrent_updates(8)
+        .post_init(post_init)
+        .post_shutdown(post_shutdown)
+        .build()
+    )
+    register(app)
+    return app
+
+
+def run_bot(config: Config) -> None:
+    """Long-polling until interrupted; unconfirmed updates come back after a crash (stored once)."""
+    app = build_application(config)
+    app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+
+
+async def start_bot(app: AnyApp, *, poll_timeout: int = 1) -> None:
+    """Start by hand (tests, demo): PTB only calls post_init inside run_polling."""
+    await app.initialize()
+    if app.post_init is not None:
+        await app.post_init(app)
+    await app.start()
+    assert app.updater is not None
+    await app.updater.start_polling(poll_interval=0.0, timeout=timedelta(seconds=poll_timeout),
+                                    allowed_updates=Update.ALL_TYPES)
+
+
+async def stop_bot(app: AnyApp) -> None:
+    if app.updater is not None and app.updater.running:
+        await app.updater.stop()
+    if app.running:
+        await app.stop()
+    if app.post_shutdown is not None:
+        await app.post_shutdown(app)
+    await app.shutdown()
+
+
+def services_of(app: AnyApp) -> Services:
+    services = app.bot_data[SERVICES_KEY]
+    assert isinstance(services, Services)
+    return services

@@ -1,0 +1,73 @@
+"""Scheduled work through PTB's JobQueue: per-chat digests, publishing, held alerts."""
+
+from __future__ import annotations
+
+import logging
+from datetime import time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from telegram.ext import Application, ContextTypes
+
+from bot.config import Config
+from bot.storage import ChatSettings
+
+log = logging.getLogger(__name__)
+
+HELD_ALERTS_EVERY = 60.0
+
+
+def _job_name(chat_id: int) -> str:
+    return f"digest:{chat_id}"
+
+
+async def _digest_job(context: ContextTypes.DEFAULT_TYPE) -> None:
+    from handlers.digests import send_digest
+
+    job = context.job
+    assert job is not None
+    chat_id, period = job.data  # type: ignore[misc]
+    try:
+        await send_digest(context, chat_id, period)  # type: ignore[arg-type]
+    except Exception:
+        log.exception("scheduled digest for %s failed", chat_id)
+
+
+def schedule_chat_digest(app: Application[Any, Any, Any, Any, Any, Any], chat: ChatSettings, config: Config) -> None:
+    """(Re)schedule one chat's digest: daily at its time in its zone, weekly on Mondays, or none."""
+    jq = app.job_queue
+    if jq is None:
+        return
+    for job in jq.get_jobs_by_name(_job_name(chat.chat_id)):
+        job.schedule_removal()
+    if chat.digest_mode == "off" or not chat.active:
+        return
+    hh, mm = (int(x) for x in (chat.digest_time or config.digest.time.strftime("%H:%M")).split(":"))
+    at = time(hh, mm, tzinfo=ZoneInfo(chat.timezone or config.digest.timezone))
+    days = (0, 1, 2, 3, 4, 5, 6) if chat.digest_mode == "daily" else (1,)
+    period = "24h" if chat.digest_mode == "daily" else "7d"
+    jq.run_daily(_digest_job, at, days=days, name=_job_name(chat.chat_id), data=(chat.chat_id, period))
+
+
+async def _held_alerts_job(context: ContextTypes.DEFAULT_TYPE) -> None:
+    from bot.context import SERVICES_KEY
+
+    services = context.bot_data[SERVICES_KEY]
+    sent = await services.alerts.deliver_held()
+    if sent:
+        log.info("delivered %d alerts held for quiet hours", sent)
+
+
+async def schedule_all(app: Application[Any, Any, Any, Any, Any, Any], config: Config, chats: list[ChatSettings]) -> None:
+    jq = app.job_queue
+    if jq is None:
+        log.warning("no JobQueue (install python-telegram-bot[job-queue]); scheduled digests are off")
+        return
+    for chat in chats:
+        schedule_chat_digest(app, chat, config)
+    jq.run_repeating(_held_alerts_job, interval=HELD_ALERTS_EVERY, first=5.0, name="held-alerts")
+    if config.digest.publish_to is not None:
+        target = config.digest.publish_to
+        chat_ref = target if isinstance(target, int) else "@" + str(target).lstrip("@")
+        jq.run_daily(_digest_job, config.digest.time.replace(tzinfo=ZoneInfo(config.digest.timezone)),
+                     name="digest:publish", data=(chat_ref, "24h"))

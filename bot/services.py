@@ -1,0 +1,22 @@
+"""The services one running bot shares: built once in ``bot.app``, reached via ``BotContext``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.alerts import AlertDispatcher
+from bot.config import Config
+from bot.pipeline import Pipeline
+from bot.storage import Storage
+
+
+@dataclass(slots=True)
+class Services:
+    config: Config
+    storage: Storage
+    pipeline: Pipeline
+    alerts: AlertDispatcher
+    classifier: Any
+    web_source: Any = None
+    search_sessions: dict[str, Any] = field(default_factory=dict)

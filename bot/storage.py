@@ -1,0 +1,759 @@
+"""SQLite storage through one aiosqlite connection: posts, classifications, chats, alerts.
+
+Why these choices:
+
+* **WAL** so searches never wait for ingestion, and a SIGKILL loses nothing committed.
+* **Versioned migrations** (sqlite-utils style: ordered functions recorded in a table),
+  so an old database file upgrades itself at start-up.
+* **Exactly once**: a post is unique per (channel, message id); a repeated delivery is
+  a no-op, a changed text becomes an edit with its history kept (evidence).
+* **Alerts at most once per chat and post**: the row is written before the message is
+  sent, so a crash can never produce a second copy.
+* **FTS5** external-content index over post text with ``unicode61 remove_diacritics 2``
+  (folds Cyrillic case and ё/е), kept in sync by triggers; user words are always quoted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import time
+import unicodedata
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import numpy as np
+
+from bot.domain import ChannelHealth, Classification, Filters, IncomingPost, StoredPost
+
+Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+
+
+def _ts(dt: datetime | None) -> int | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp())
+
+
+def _dt(ts: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts is not None else None
+
+
+_URLS = re.compile(r"https?://\S+|t\.me/\S+|@\w+")
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def normalise_text(text: str) -> str:
+    """Text as a repost would also read: no links, mentions, emoji, punctuation or case."""
+    t = unicodedata.normalize("NFKC", text).lower()
+    t = _URLS.sub(" ", t)
+    return " ".join(_NON_WORD.sub(" ", t).split())
+
+
+def content_hash(text: str) -> str:
+    """SHA-256 of the normalised text: the evidence fingerprint and the exact-repost key."""
+    return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
+
+
+async def _run_script(db: aiosqlite.Connection, script: str) -> None:
+    """Run statements one by one: executescript() would COMMIT and break the migration's transaction."""
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            await db.execute(buf)
+            buf = ""
+    if buf.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {buf[:80]!r}")
+
+
+async def _m1_initial(db: aiosqlite.Connection) -> None:
+    await _run_script(db, 
+        """
+        CREATE TABLE channels (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,          -- username (lower case) or 'c:<id>'
+            chat_id INTEGER,
+            title TEXT,
+            source TEXT NOT NULL DEFAULT 'bot',
+            watched INTEGER NOT NULL DEFAULT 0,
+            added_by INTEGER,
+            added_at INTEGER NOT NULL,
+            last_fetch_ok INTEGER,
+            last_error TEXT,
+            unavailable_reason TEXT
+        );
+        CREATE TABLE fetch_errors (
+            channel_id INTEGER NOT NULL REFERENCES channels(id),
+            at INTEGER NOT NULL,
+            error TEXT NOT NULL
+        );
+        CREATE INDEX fetch_errors_at ON fetch_errors(channel_id, at);
+        CREATE TABLE posts (
+            id INTEGER PRIMARY KEY,
+            channel_id INTEGER NOT NULL REFERENCES channels(id),
+            message_id INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            has_media INTEGER NOT NULL DEFAULT 0,
+            date INTEGER NOT NULL,
+            first_seen INTEGER NOT NULL,
+            edit_date INTEGER,
+            views INTEGER,
+            forwarded_from TEXT,
+            reply_to INTEGER,
+            source TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            lang TEXT,
+            lang_conf REAL,
+            state TEXT NOT NULL DEFAULT 'new',  -- new → classified → done; 'skipped' (nothing to read)
+            story_id INTEGER,
+            UNIQUE(channel_id, message_id)
+        );
+        CREATE INDEX posts_state ON posts(state);
+        CREATE INDEX posts_date ON posts(date);
+        CREATE INDEX posts_hash ON posts(content_hash);
+        CREATE INDEX posts_story ON posts(story_id);
+        CREATE TABLE post_edits (
+            post_id INTEGER NOT NULL REFERENCES posts(id),
+            text TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            edit_date INTEGER,
+            seen_at INTEGER NOT NULL
+        );
+        CREATE INDEX post_edits_post ON post_edits(post_id);
+        CREATE TABLE classifications (
+            post_id INTEGER PRIMARY KEY REFERENCES posts(id),
+            appeal INTEGER NOT NULL,
+            score REAL NOT NULL,
+            labels TEXT NOT NULL,
+            label_scores TEXT NOT NULL,
+            addressee TEXT,
+            reasons TEXT NOT NULL,
+            classified_at INTEGER NOT NULL,
+            embedding BLOB
+        );
+        CREATE INDEX classifications_appeal ON classifications(appeal, score);
+        CREATE TABLE stories (
+            id INTEGER PRIMARY KEY,
+            first_post_id INTEGER NOT NULL REFERENCES posts(id),
+            first_seen INTEGER NOT NULL,
+            last_seen INTEGER NOT NULL,
+            posts INTEGER NOT NULL DEFAULT 1
+        );
+        CREATE TABLE chats (
+            chat_id INTEGER PRIMARY KEY,
+            type TEXT NOT NULL DEFAULT 'private',
+            title TEXT,
+            active INTEGER NOT NULL DEFAULT 1,
+            created_at INTEGER NOT NULL,
+            timezone TEXT,
+            quiet_start TEXT,
+            quiet_end TEXT,
+            digest_mode TEXT NOT NULL DEFAULT 'off',   -- off | daily | weekly
+            digest_time TEXT,
+            forward_original INTEGER NOT NULL DEFAULT 0,
+            deactivated_reason TEXT
+        );
+        CREATE TABLE subscriptions (
+            chat_id INTEGER PRIMARY KEY REFERENCES chats(chat_id),
+            labels TEXT NOT NULL DEFAULT '[]',
+            languages TEXT NOT NULL DEFAULT '[]',
+            channels TEXT NOT NULL DEFAULT '[]',
+            min_score REAL,
+            created_at INTEGER NOT NULL
+        );
+        CREATE TABLE muted_channels (
+            chat_id INTEGER NOT NULL,
+            channel_id INTEGER NOT NULL,
+            PRIMARY KEY (chat_id, channel_id)
+        );
+        CREATE TABLE alerts (
+            chat_id INTEGER NOT NULL,
+            post_id INTEGER NOT NULL REFERENCES posts(id),
+            story_id INTEGER,
+            status TEXT NOT NULL,          -- pending | sent | held | failed | skipped
+            created_at INTEGER NOT NULL,
+            sent_at INTEGER,
+            message_id INTEGER,
+            error TEXT,
+            PRIMARY KEY (chat_id, post_id)
+        );
+        CREATE INDEX alerts_status ON alerts(status);
+        CREATE INDEX alerts_story ON alerts(chat_id, story_id);
+        CREATE TABLE feedback (
+            id INTEGER PRIMARY KEY,
+            chat_id INTEGER NOT NULL,
+            user_id INTEGER,
+            post_id INTEGER NOT NULL REFERENCES posts(id),
+            verdict TEXT NOT NULL,          -- correct | not_appeal | relabel
+            labels TEXT,
+            created_at INTEGER NOT NULL
+        );
+        CREATE VIRTUAL TABLE posts_fts USING fts5(
+            text, content='posts', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER posts_ai AFTER INSERT ON posts BEGIN
+            INSERT INTO posts_fts(rowid, text) VALUES (new.id, new.text);
+        END;
+        CREATE TRIGGER posts_ad AFTER DELETE ON posts BEGIN
+            INSERT INTO posts_fts(posts_fts, rowid, text) VALUES ('delete', old.id, old.text);
+        END;
+        CREATE TRIGGER posts_au AFTER UPDATE OF text ON posts BEGIN
+            INSERT INTO posts_fts(posts_fts, rowid, text) VALUES ('delete', old.id, old.text);
+            INSERT INTO posts_fts(rowid, text) VALUES (new.id, new.text);
+        END;
+        """
+    )
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [("0001_initial", _m1_initial)]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    post_id: int
+    is_new: bool
+    edited: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSettings:
+    chat_id: int
+    type: str
+    title: str | None
+    active: bool
+    timezone: str | None
+    quiet_start: str | None
+    quiet_end: str | None
+    digest_mode: str
+    digest_time: str | None
+    forward_original: bool
+    filters: Filters | None  # None: not subscribed
+    muted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    words: str = ""
+    lang: str | None = None
+    labels: tuple[str, ...] = ()
+    channel: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    appeals_only: bool = False
+
+
+def quote_fts(words: str) -> str:
+    """Every token a quoted string: user input can never be FTS5 syntax (OR, NEAR(, *, ")."""
+    tokens = [t for t in re.findall(r"\w+", words, re.UNICODE)][:32]
+    return " ".join('"' + t.replace('"', '""') + '"' for t in tokens)
+
+
+class Storage:
+    """All database access. One connection; aiosqlite runs it on its own thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("Storage.open() was not called")
+        return self._db
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA foreign_keys=ON")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self.migrate()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def migrate(self) -> list[str]:
+        await self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        done = {r[0] for r in await self.db.execute_fetchall("SELECT name FROM _migrations")}
+        applied = []
+        for name, fn in MIGRATIONS:
+            if name in done:
+                continue
+            await self.db.execute("BEGIN")
+            try:
+                await fn(self.db)
+                await self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, int(time.time())))
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            applied.append(name)
+        return applied
+
+    async def _tx(self, statements: Callable[[], Awaitable[Any]]) -> Any:
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            result = await statements()
+            await self.db.execute("COMMIT")
+            return result
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+
+    # -- channels ---------------------------------------------------------------------------
+
+    async def ensure_channel(self, key: str, *, chat_id: int | None = None, title: str | None = None,
+                             source: str = "bot", watched: bool | None = None, added_by: int | None = None) -> int:
+        now = int(time.time())
+        await self.db.execute(
+            "INSERT INTO channels(key, chat_id, title, source, watched, added_by, added_at) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT(key) DO UPDATE SET chat_id=COALESCE(excluded.chat_id, chat_id), "
+            "title=COALESCE(excluded.title, title)",
+            (key, chat_id, title, source, int(bool(watched)), added_by, now),
+        )
+        if watched is not None:
+            await self.db.execute("UPDATE channels SET watched=?, source=? WHERE key=?", (int(watched), source, key))
+        row = await self.db.execute_fetchall("SELECT id FROM channels WHERE key=?", (key,))
+        return int(row[0][0])
+
+    async def channel_key_for_chat(self, chat_id: int) -> str | None:
+        rows = await self.db.execute_fetchall("SELECT key FROM channels WHERE chat_id=?", (chat_id,))
+        return str(rows[0][0]) if rows else None
+
+    async def watched_channels(self, source: str | None = None) -> list[str]:
+        sql = "SELECT key FROM channels WHERE watched=1" + (" AND source=?" if source else "") + " ORDER BY key"
+        rows = await self.db.execute_fetchall(sql, (source,) if source else ())
+        return [str(r[0]) for r in rows]
+
+    async def set_watched(self, key: str, watched: bool) -> bool:
+        cur = await self.db.execute("UPDATE channels SET watched=? WHERE key=?", (int(watched), key))
+        return cur.rowcount > 0
+
+    async def last_message_id(self, channel: str) -> int | None:
+        rows = await self.db.execute_fetchall(
+            "SELECT MAX(p.message_id) FROM posts p JOIN channels c ON c.id=p.channel_id WHERE c.key=?", (channel,)
+        )
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    async def record_fetch(self, channel: str, *, ok: bool, error: str | None = None, when: datetime | None = None) -> None:
+        now = _ts(when) or int(time.time())
+        cid = await self.ensure_channel(channel, source="web")
+        if ok:
+            await self.db.execute("UPDATE channels SET last_fetch_ok=?, unavailable_reason=NULL WHERE id=?", (now, cid))
+        else:
+            await self.db.execute("UPDATE channels SET last_error=? WHERE id=?", (error, cid))
+            await self.db.execute("INSERT INTO fetch_errors VALUES (?,?,?)", (cid, now, error or "error"))
+
+    async def mark_unavailable(self, channel: str, reason: str) -> bool:
+        """Remember why a channel can't be read; True the first time (so the admin is told once)."""
+        cid = await self.ensure_channel(channel, source="web")
+        rows = await self.db.execute_fetchall("SELECT unavailable_reason FROM channels WHERE id=?", (cid,))
+        if rows and rows[0][0] == reason:
+            return False
+        await self.db.execute("UPDATE channels SET unavailable_reason=? WHERE id=?", (reason, cid))
+        return True
+
+    async def channel_health(self) -> list[ChannelHealth]:
+        since = int(time.time()) - 86400
+        rows = await self.db.execute_fetchall(
+            """SELECT c.key, c.source, c.title, c.last_fetch_ok, c.last_error, c.unavailable_reason,
+                      (SELECT MAX(date) FROM posts WHERE channel_id=c.id) AS last_date,
+                      (SELECT MAX(message_id) FROM posts WHERE channel_id=c.id) AS last_id,
+                      (SELECT COUNT(*) FROM posts WHERE channel_id=c.id) AS n,
+                      (SELECT COUNT(*) FROM fetch_errors WHERE channel_id=c.id AND at>=?) AS errs
+               FROM channels c WHERE c.watched=1 OR c.source IN ('bot','web') ORDER BY c.key""",
+            (since,),
+        )
+        return [
+            ChannelHealth(
+                channel=r["key"], source=r["source"], title=r["title"], last_fetch_ok=_dt(r["last_fetch_ok"]),
+                last_post_date=_dt(r["last_date"]), last_message_id=r["last_id"], errors_24h=int(r["errs"]),
+                last_error=r["unavailable_reason"] or r["last_error"], posts=int(r["n"]),
+            )
+            for r in rows
+        ]
+
+    # -- posts --------------------------------------------------------------------------------
+
+    async def store_post(self, post: IncomingPost) -> IngestResult:
+        """Insert once; a changed text on a known post is an edit (kept in post_edits)."""
+        now = int(time.time())
+        h = content_hash(post.text)
+
+        async def run() -> IngestResult:
+            cid = await self.ensure_channel(post.channel, chat_id=post.chat_id, title=post.channel_title,
+                                            source=post.source)
+            cur = await self.db.execute(
+                "INSERT INTO posts(channel_id, message_id, text, has_media, date, first_seen, edit_date, views, "
+                "forwarded_from, reply_to, source, content_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(channel_id, message_id) DO NOTHING",
+                (cid, post.message_id, post.text, int(post.has_media), _ts(post.date), now, _ts(post.edit_date),
+                 post.views, post.forwarded_from, post.reply_to, post.source, h),
+            )
+            if cur.rowcount == 1 and cur.lastrowid:
+                pid = int(cur.lastrowid)
+                await self.db.execute(
+                    "INSERT INTO post_edits(post_id, text, content_hash, edit_date, seen_at) VALUES (?,?,?,?,?)",
+                    (pid, post.text, h, _ts(post.edit_date), now),
+                )
+                return IngestResult(pid, True, False)
+            rows = await self.db.execute_fetchall(
+                "SELECT id, text FROM posts WHERE channel_id=? AND message_id=?", (cid, post.message_id)
+            )
+            pid, old_text = int(rows[0][0]), rows[0][1]
+            if post.views is not None:
+                await self.db.execute("UPDATE posts SET views=? WHERE id=?", (post.views, pid))
+            if old_text == post.text:
+                return IngestResult(pid, False, False)
+            await self.db.execute(
+                "UPDATE posts SET text=?, content_hash=?, edit_date=?, state='new' WHERE id=?",
+                (post.text, h, _ts(post.edit_date) or now, pid),
+            )
+            await self.db.execute(
+                "INSERT INTO post_edits(post_id, text, content_hash, edit_date, seen_at) VALUES (?,?,?,?,?)",
+                (pid, post.text, h, _ts(post.edit_date) or now, now),
+            )
+            return IngestResult(pid, False, True)
+
+        return await self._tx(run)  # type: ignore[no-any-return]
+
+    async def set_state(self, post_ids: Iterable[int], state: str) -> None:
+        ids = list(post_ids)
+        if ids:
+            await self.db.executemany("UPDATE posts SET state=? WHERE id=?", [(state, i) for i in ids])
+
+    async def unfinished_posts(self) -> list[tuple[int, str]]:
+        """Posts whose processing a crash interrupted: (id, state), oldest first."""
+        rows = await self.db.execute_fetchall("SELECT id, state FROM posts WHERE state IN ('new','classified') ORDER BY id")
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    async def post_texts(self, post_ids: Sequence[int]) -> dict[int, str]:
+        if not post_ids:
+            return {}
+        marks = ",".join("?" * len(post_ids))
+        rows = await self.db.execute_fetchall(f"SELECT id, text FROM posts WHERE id IN ({marks})", tuple(post_ids))
+        return {int(r[0]): str(r[1]) for r in rows}
+
+    async def save_classifications(self, items: Sequence[tuple[int, Classification, np.ndarray | None]]) -> None:
+        now = int(time.time())
+
+        async def run() -> None:
+            for pid, c, vec in items:
+                await self.db.execute(
+                    "INSERT OR REPLACE INTO classifications VALUES (?,?,?,?,?,?,?,?,?)",
+                    (pid, int(c.appeal), c.score, json.dumps(list(c.labels)), json.dumps(c.label_scores),
+                     c.addressee, json.dumps(list(c.reasons), ensure_ascii=False), now,
+                     vec.astype(np.float16).tobytes() if vec is not None else None),
+                )
+                await self.db.execute(
+                    "UPDATE posts SET lang=?, lang_conf=?, state='classified' WHERE id=?", (c.lang, c.lang_confidence, pid)
+                )
+
+        await self._tx(run)
+
+    async def save_language_only(self, post_id: int, lang: str, conf: float) -> None:
+        await self.db.execute("UPDATE posts SET lang=?, lang_conf=?, state='skipped' WHERE id=?", (lang, conf, post_id))
+
+    _POST_SELECT = """
+        SELECT p.id, c.key AS channel, p.message_id, p.text, p.date, p.lang, cl.appeal, cl.score, cl.labels,
+               cl.addressee, cl.reasons, c.chat_id, p.story_id,
+               (SELECT posts FROM stories s WHERE s.id=p.story_id) AS reposts
+        FROM posts p JOIN channels c ON c.id=p.channel_id LEFT JOIN classifications cl ON cl.post_id=p.id
+    """
+
+    @staticmethod
+    def _row_to_post(r: sqlite3.Row, snippet: str | None = None) -> StoredPost:
+        return StoredPost(
+            id=int(r["id"]), channel=str(r["channel"]), message_id=int(r["message_id"]), text=str(r["text"]),
+            date=_dt(r["date"]) or datetime.now(UTC), lang=r["lang"],
+            appeal=None if r["appeal"] is None else bool(r["appeal"]), score=r["score"],
+            labels=tuple(json.loads(r["labels"])) if r["labels"] else (), addressee=r["addressee"],
+            reasons=tuple(json.loads(r["reasons"])) if r["reasons"] else (), chat_id=r["chat_id"],
+            story_id=r["story_id"], repost_count=max(0, int(r["reposts"] or 1) - 1), snippet=snippet,
+        )
+
+    async def get_post(self, post_id: int) -> StoredPost | None:
+        rows = await self.db.execute_fetchall(self._POST_SELECT + " WHERE p.id=?", (post_id,))
+        return self._row_to_post(rows[0]) if rows else None
+
+    async def find_post(self, channel: str, message_id: int) -> StoredPost | None:
+        rows = await self.db.execute_fetchall(self._POST_SELECT + " WHERE c.key=? AND p.message_id=?", (channel, message_id))
+        return self._row_to_post(rows[0]) if rows else None
+
+    async def post_edits(self, post_id: int) -> list[tuple[str, datetime | None, datetime]]:
+        rows = await self.db.execute_fetchall(
+            "SELECT text, edit_date, seen_at FROM post_edits WHERE post_id=? ORDER BY rowid", (post_id,)
+        )
+        return [(str(r[0]), _dt(r[1]), _dt(r[2]) or datetime.now(UTC)) for r in rows]
+
+    async def count_posts(self) -> int:
+        rows = await self.db.execute_fetchall("SELECT COUNT(*) FROM posts")
+        return int(rows[0][0])
+
+    # -- stories (repost grouping) -------------------------------------------------------------
+
+    async def story_candidates(self, since: datetime, exclude_post: int) -> list[tuple[int, int, str, bytes | None]]:
+        """Recent appeals with a story: (post id, story id, content hash, embedding)."""
+        rows = await self.db.execute_fetchall(
+            "SELECT p.id, p.story_id, p.content_hash, cl.embedding FROM posts p JOIN classifications cl ON cl.post_id=p.id "
+            "WHERE cl.appeal=1 AND p.story_id IS NOT NULL AND p.first_seen>=? AND p.id<>? ORDER BY p.id DESC LIMIT 5000",
+            (_ts(since), exclude_post),
+        )
+        return [(int(r[0]), int(r[1]), str(r[2]), r[3]) for r in rows]
+
+    async def assign_story(self, post_id: int, story_id: int | None) -> int:
+        now = int(time.time())
+        if story_id is None:
+            cur = await self.db.execute(
+                "INSERT INTO stories(first_post_id, first_seen, last_seen, posts) VALUES (?,?,?,1)", (post_id, now, now)
+            )
+            story_id = int(cur.lastrowid or 0)
+        else:
+            await self.db.execute("UPDATE stories SET posts=posts+1, last_seen=? WHERE id=?", (now, story_id))
+        await self.db.execute("UPDATE posts SET story_id=? WHERE id=?", (story_id, post_id))
+        return story_id
+
+    async def story_channels(self, story_id: int) -> list[str]:
+        rows = await self.db.execute_fetchall(
+            "SELECT c.key FROM posts p JOIN channels c ON c.id=p.channel_id WHERE p.story_id=? ORDER BY p.id", (story_id,)
+        )
+        return [str(r[0]) for r in rows]
+
+    # -- chats and subscriptions ------------------------------------------------------------
+
+    async def ensure_chat(self, chat_id: int, *, type_: str = "private", title: str | None = None) -> None:
+        await self.db.execute(
+            "INSERT INTO chats(chat_id, type, title, created_at) VALUES (?,?,?,?) "
+            "ON CONFLICT(chat_id) DO UPDATE SET title=COALESCE(excluded.title, title)",
+            (chat_id, type_, title, int(time.time())),
+        )
+
+    async def subscribe(self, chat_id: int, filters: Filters) -> None:
+        await self.db.execute(
+            "INSERT INTO subscriptions(chat_id, labels, languages, channels, min_score, created_at) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT(chat_id) DO UPDATE SET labels=excluded.labels, languages=excluded.languages, "
+            "channels=excluded.channels, min_score=excluded.min_score",
+            (chat_id, json.dumps(list(filters.labels)), json.dumps(list(filters.languages)),
+             json.dumps(list(filters.channels)), filters.min_score, int(time.time())),
+        )
+        await self.db.execute("UPDATE chats SET active=1, deactivated_reason=NULL WHERE chat_id=?", (chat_id,))
+
+    async def unsubscribe(self, chat_id: int) -> bool:
+        cur = await self.db.execute("DELETE FROM subscriptions WHERE chat_id=?", (chat_id,))
+        return cur.rowcount > 0
+
+    async def update_chat(self, chat_id: int, **fields: Any) -> None:
+        allowed = {"timezone", "quiet_start", "quiet_end", "digest_mode", "digest_time", "forward_original", "active",
+                   "deactivated_reason"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"unknown chat fields {bad}")
+        sets = ", ".join(f"{k}=?" for k in fields)
+        await self.db.execute(f"UPDATE chats SET {sets} WHERE chat_id=?", (*fields.values(), chat_id))
+
+    async def deactivate_chat(self, chat_id: int, reason: str) -> None:
+        await self.update_chat(chat_id, active=0, deactivated_reason=reason)
+
+    def _chat_from_row(self, r: sqlite3.Row, muted: tuple[str, ...]) -> ChatSettings:
+        filters = None
+        if r["labels"] is not None:
+            filters = Filters(
+                labels=tuple(json.loads(r["labels"])), languages=tuple(json.loads(r["languages"])),
+                channels=tuple(json.loads(r["channels"])), min_score=r["min_score"],
+            )
+        return ChatSettings(
+            chat_id=int(r["chat_id"]), type=r["type"], title=r["title"], active=bool(r["active"]),
+            timezone=r["timezone"], quiet_start=r["quiet_start"], quiet_end=r["quiet_end"],
+            digest_mode=r["digest_mode"], digest_time=r["digest_time"], forward_original=bool(r["forward_original"]),
+            filters=filters, muted=muted,
+        )
+
+    async def _muted(self) -> dict[int, tuple[str, ...]]:
+        rows = await self.db.execute_fetchall(
+            "SELECT m.chat_id, c.key FROM muted_channels m JOIN channels c ON c.id=m.channel_id"
+        )
+        out: dict[int, list[str]] = {}
+        for r in rows:
+            out.setdefault(int(r[0]), []).append(str(r[1]))
+        return {k: tuple(v) for k, v in out.items()}
+
+    async def chat_settings(self, chat_id: int) -> ChatSettings | None:
+        rows = await self.db.execute_fetchall(
+            "SELECT ch.*, s.labels, s.languages, s.channels, s.min_score FROM chats ch "
+            "LEFT JOIN subscriptions s ON s.chat_id=ch.chat_id WHERE ch.chat_id=?", (chat_id,)
+        )
+        if not rows:
+            return None
+        return self._chat_from_row(rows[0], (await self._muted()).get(chat_id, ()))
+
+    async def subscribed_chats(self) -> list[ChatSettings]:
+        rows = await self.db.execute_fetchall(
+            "SELECT ch.*, s.labels, s.languages, s.channels, s.min_score FROM chats ch "
+            "JOIN subscriptions s ON s.chat_id=ch.chat_id WHERE ch.active=1"
+        )
+        muted = await self._muted()
+        return [self._chat_from_row(r, muted.get(int(r["chat_id"]), ())) for r in rows]
+
+    async def chats_with_digest(self) -> list[ChatSettings]:
+        rows = await self.db.execute_fetchall(
+            "SELECT ch.*, s.labels, s.languages, s.channels, s.min_score FROM chats ch "
+            "LEFT JOIN subscriptions s ON s.chat_id=ch.chat_id WHERE ch.active=1 AND ch.digest_mode<>'off'"
+        )
+        return [self._chat_from_row(r, ()) for r in rows]
+
+    async def mute_channel(self, chat_id: int, channel: str) -> None:
+        cid = await self.ensure_channel(channel)
+        await self.db.execute("INSERT OR IGNORE INTO muted_channels VALUES (?,?)", (chat_id, cid))
+
+    async def unmute_channel(self, chat_id: int, channel: str) -> None:
+        await self.db.execute(
+            "DELETE FROM muted_channels WHERE chat_id=? AND channel_id=(SELECT id FROM channels WHERE key=?)",
+            (chat_id, channel),
+        )
+
+    # -- alerts -----------------------------------------------------------------------------
+
+    async def claim_alert(self, chat_id: int, post_id: int, story_id: int | None, status: str = "pending") -> bool:
+        """Reserve (chat, post) before sending; False if it was ever claimed (never send twice)."""
+        cur = await self.db.execute(
+            "INSERT OR IGNORE INTO alerts(chat_id, post_id, story_id, status, created_at) VALUES (?,?,?,?,?)",
+            (chat_id, post_id, story_id, status, int(time.time())),
+        )
+        return cur.rowcount == 1
+
+    async def story_alerted(self, chat_id: int, story_id: int, since: datetime) -> int | None:
+        """The message id of an alert this chat already got for the story within the window."""
+        rows = await self.db.execute_fetchall(
+            "SELECT COALESCE(message_id, 0) FROM alerts WHERE chat_id=? AND story_id=? AND status IN ('sent','held','pending') "
+            "AND created_at>=? ORDER BY created_at LIMIT 1",
+            (chat_id, story_id, _ts(since)),
+        )
+        return int(rows[0][0]) if rows else None
+
+    async def finish_alert(self, chat_id: int, post_id: int, status: str, *, message_id: int | None = None,
+                           error: str | None = None) -> None:
+        await self.db.execute(
+            "UPDATE alerts SET status=?, message_id=?, error=?, sent_at=? WHERE chat_id=? AND post_id=?",
+            (status, message_id, error, int(time.time()) if status == "sent" else None, chat_id, post_id),
+        )
+
+    async def held_alerts(self) -> list[tuple[int, int]]:
+        rows = await self.db.execute_fetchall("SELECT chat_id, post_id FROM alerts WHERE status='held' ORDER BY created_at")
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    async def alerts_for_chat(self, chat_id: int) -> list[tuple[int, str]]:
+        rows = await self.db.execute_fetchall("SELECT post_id, status FROM alerts WHERE chat_id=? ORDER BY created_at", (chat_id,))
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    # -- feedback -----------------------------------------------------------------------------
+
+    async def add_feedback(self, chat_id: int, user_id: int | None, post_id: int, verdict: str,
+                           labels: Sequence[str] | None = None) -> None:
+        await self.db.execute(
+            "INSERT INTO feedback(chat_id, user_id, post_id, verdict, labels, created_at) VALUES (?,?,?,?,?,?)",
+            (chat_id, user_id, post_id, verdict, json.dumps(list(labels)) if labels is not None else None, int(time.time())),
+        )
+
+    async def feedback_rows(self) -> list[sqlite3.Row]:
+        return list(await self.db.execute_fetchall(
+            "SELECT f.post_id, f.verdict, f.labels, p.text, p.lang, cl.labels AS model_labels, cl.addressee "
+            "FROM feedback f JOIN posts p ON p.id=f.post_id LEFT JOIN classifications cl ON cl.post_id=f.post_id "
+            "ORDER BY f.id"
+        ))
+
+    # -- search and digests ----------------------------------------------------------------
+
+    def _filters_sql(self, q: SearchQuery) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        if q.lang:
+            where.append("p.lang=?")
+            args.append(q.lang)
+        for label in q.labels:
+            where.append("EXISTS (SELECT 1 FROM json_each(cl.labels) WHERE value=?)")
+            args.append(label)
+        if q.channel:
+            where.append("c.key=?")
+            args.append(q.channel)
+        if q.since:
+            where.append("p.date>=?")
+            args.append(_ts(q.since))
+        if q.until:
+            where.append("p.date<?")
+            args.append(_ts(q.until))
+        if q.appeals_only or q.labels:
+            where.append("cl.appeal=1")
+        return where, args
+
+    async def search(self, q: SearchQuery, *, limit: int = 5, offset: int = 0) -> tuple[list[StoredPost], int]:
+        """Ranked posts with highlighted snippets, one per story, plus the total count."""
+        where, args = self._filters_sql(q)
+        match = quote_fts(q.words)
+        if match:
+            sql_from = "FROM posts_fts f JOIN posts p ON p.id=f.rowid JOIN channels c ON c.id=p.channel_id " \
+                       "LEFT JOIN classifications cl ON cl.post_id=p.id"
+            where.insert(0, "posts_fts MATCH ?")
+            args.insert(0, match)
+            order = "ORDER BY bm25(posts_fts) - COALESCE(cl.score, 0) * 2"
+            snippet = "snippet(posts_fts, 0, '\x02', '\x03', '…', 24)"
+        else:
+            sql_from = "FROM posts p JOIN channels c ON c.id=p.channel_id LEFT JOIN classifications cl ON cl.post_id=p.id"
+            order = "ORDER BY p.date DESC"
+            snippet = "NULL"
+        # one row per story: keep the first-seen post of each story
+        where.append("(p.story_id IS NULL OR p.id=(SELECT first_post_id FROM stories s WHERE s.id=p.story_id))")
+        cond = ("WHERE " + " AND ".join(where)) if where else ""
+        total_rows = await self.db.execute_fetchall(f"SELECT COUNT(*) {sql_from} {cond}", tuple(args))
+        rows = await self.db.execute_fetchall(
+            f"SELECT p.id, c.key AS channel, p.message_id, p.text, p.date, p.lang, cl.appeal, cl.score, cl.labels, "
+            f"cl.addressee, cl.reasons, c.chat_id, p.story_id, "
+            f"(SELECT posts FROM stories s WHERE s.id=p.story_id) AS reposts, {snippet} AS snip "
+            f"{sql_from} {cond} {order} LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        )
+        return [self._row_to_post(r, r["snip"]) for r in rows], int(total_rows[0][0])
+
+    async def digest_counts(self, since: datetime, until: datetime, filters: Filters | None = None) -> dict[str, Any]:
+        args = (_ts(since), _ts(until))
+        base = ("FROM posts p JOIN classifications cl ON cl.post_id=p.id JOIN channels c ON c.id=p.channel_id "
+                "WHERE cl.appeal=1 AND p.date>=? AND p.date<?")
+        total = (await self.db.execute_fetchall(f"SELECT COUNT(*), COUNT(DISTINCT COALESCE(p.story_id, -p.id)) {base}", args))[0]
+        posts = (await self.db.execute_fetchall("SELECT COUNT(*) FROM posts WHERE date>=? AND date<?", args))[0][0]
+        by_label = await self.db.execute_fetchall(
+            f"SELECT j.value, COUNT(*) {base.replace('WHERE', ', json_each(cl.labels) j WHERE')} GROUP BY j.value "
+            "ORDER BY 2 DESC", args)
+        by_lang = await self.db.execute_fetchall(f"SELECT p.lang, COUNT(*) {base} GROUP BY p.lang ORDER BY 2 DESC", args)
+        by_channel = await self.db.execute_fetchall(
+            f"SELECT c.key, COUNT(*) {base} GROUP BY c.key ORDER BY 2 DESC LIMIT 10", args)
+        per_day = await self.db.execute_fetchall(
+            f"SELECT date(p.date, 'unixepoch') AS d, j.value, COUNT(*) "
+            f"{base.replace('WHERE', ', json_each(cl.labels) j WHERE')} GROUP BY d, j.value ORDER BY d", args)
+        return {
+            "posts": int(posts), "appeals": int(total[0]), "stories": int(total[1]),
+            "by_label": [(str(r[0]), int(r[1])) for r in by_label],
+            "by_lang": [(str(r[0] or "?"), int(r[1])) for r in by_lang],
+            "by_channel": [(str(r[0]), int(r[1])) for r in by_channel],
+            "per_day": [(str(r[0]), str(r[1]), int(r[2])) for r in per_day],
+        }
+
+    async def top_appeals(self, since: datetime, until: datetime, limit: int = 5) -> list[StoredPost]:
+        rows = await self.db.execute_fetchall(
+            self._POST_SELECT + " WHERE cl.appeal=1 AND p.date>=? AND p.date<? "
+            "AND (p.story_id IS NULL OR p.id=(SELECT first_post_id FROM stories s WHERE s.id=p.story_id)) "
+            "ORDER BY (SELECT posts FROM stories s WHERE s.id=p.story_id) DESC, cl.score DESC LIMIT ?",
+            (_ts(since), _ts(until), limit),
+        )
+        return [self._row_to_post(r) for r in rows]

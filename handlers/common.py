@@ -1,0 +1,49 @@
+"""Small helpers every handler uses: HTML replies, the access gate, the admin check."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.constants import ParseMode
+from telegram.ext import ApplicationHandlerStop
+
+from bot.alerts import Rendered
+from bot.context import BotContext
+from bot.telegram_adapter import NO_PREVIEW, keyboard
+
+
+async def reply(update: Update, text: str, rendered: Rendered | None = None) -> None:
+    message = update.effective_message
+    if message is None:
+        return
+    markup = keyboard(rendered) if rendered else None
+    await message.reply_text(text, parse_mode=ParseMode.HTML, reply_markup=markup, link_preview_options=NO_PREVIEW)
+
+
+async def access_gate(update: Update, context: BotContext) -> None:
+    """Group -1: when ``[access] allowed_users`` is set, everyone else gets one polite refusal."""
+    if update.channel_post or update.edited_channel_post or update.my_chat_member:
+        return
+    user = update.effective_user
+    chat = update.effective_chat
+    if context.config.access.is_allowed(user.id if user else None, chat.id if chat else None):
+        return
+    if update.callback_query:
+        await update.callback_query.answer("This AppealWatch instance is private.", show_alert=True)
+    elif update.effective_message:
+        await update.effective_message.reply_text(
+            "This AppealWatch instance is private. Ask its admin to add your user id to [access] allowed_users."
+        )
+    raise ApplicationHandlerStop
+
+
+def is_admin(update: Update, context: BotContext) -> bool:
+    user = update.effective_user
+    return context.config.access.is_admin(user.id if user else None)
+
+
+def command_args(update: Update) -> str:
+    """Everything after the command, raw (context.args loses newlines and quoting)."""
+    message = update.effective_message
+    text = (message.text or message.caption or "") if message else ""
+    parts = text.split(maxsplit=1)
+    return parts[1] if len(parts) > 1 else ""

@@ -1,0 +1,73 @@
+"""✅ / ❌ / 🔕 buttons on alerts, and /relabel for admins."""
+
+from __future__ import annotations
+
+import html
+
+from telegram import Update
+
+from bot.alerts import channel_link
+from bot.context import BotContext
+from bot.queries import UsageError, _label
+from handlers.common import command_args, is_admin, reply
+
+
+async def feedback_button(update: Update, context: BotContext) -> None:
+    query = update.callback_query
+    assert query is not None and query.data is not None and update.effective_chat is not None
+    _, verdict, pid_s = query.data.split(":")
+    post_id = int(pid_s)
+    if await context.storage.get_post(post_id) is None:
+        await query.answer("That post is no longer stored.", show_alert=True)
+        return
+    user = update.effective_user
+    await context.storage.add_feedback(update.effective_chat.id, user.id if user else None, post_id,
+                                       "correct" if verdict == "ok" else "not_appeal")
+    await query.answer("Thanks — noted for the next training run." if verdict == "ok"
+                       else "Thanks — marked as not an appeal; it will be used to retrain.")
+
+
+async def mute_button(update: Update, context: BotContext) -> None:
+    query = update.callback_query
+    assert query is not None and query.data is not None and update.effective_chat is not None
+    post = await context.storage.get_post(int(query.data.split(":")[1]))
+    if post is None:
+        await query.answer("Unknown post.", show_alert=True)
+        return
+    await context.storage.mute_channel(update.effective_chat.id, post.channel)
+    await query.answer(f"Muted @{post.channel}. /settings unmute @{post.channel} to undo.")
+    await context.bot.send_message(update.effective_chat.id,
+                                   f"🔕 Muted {channel_link(post.channel)} for this chat. "
+                                   f"<code>/settings unmute @{html.escape(post.channel)}</code> undoes it.")
+
+
+async def relabel(update: Update, context: BotContext) -> None:
+    """/relabel <post id or t.me link> <labels|none> — an admin's correction, stored for training."""
+    if not is_admin(update, context):
+        await reply(update, "Only admins can relabel posts.")
+        return
+    args = command_args(update).split()
+    if len(args) != 2:
+        await reply(update, "Usage: /relabel 123 surrender,family — or /relabel https://t.me/channel/45 none")
+        return
+    ref, labels_arg = args
+    post = None
+    if ref.isdigit():
+        post = await context.storage.get_post(int(ref))
+    elif "t.me/" in ref:
+        parts = ref.rstrip("/").split("/")
+        if parts[-1].isdigit():
+            post = await context.storage.find_post(parts[-2].lower(), int(parts[-1]))
+    if post is None:
+        await reply(update, f"No stored post {html.escape(ref)}.")
+        return
+    try:
+        labels = [] if labels_arg.lower() in ("none", "-") else [_label(x) for x in labels_arg.split(",") if x]
+    except UsageError as exc:
+        await reply(update, html.escape(str(exc)))
+        return
+    chat = update.effective_chat
+    user = update.effective_user
+    await context.storage.add_feedback(chat.id if chat else 0, user.id if user else None, post.id,
+                                       "relabel" if labels else "not_appeal", labels)
+    await reply(update, f"Recorded: post #{post.id} → {', '.join(labels) or 'not an appeal'}.")

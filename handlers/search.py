@@ -1,0 +1,87 @@
+"""/search with highlighted snippets and page buttons."""
+
+from __future__ import annotations
+
+import html
+import secrets
+
+from telegram import Update
+
+from bot.alerts import LANG_NAMES, Button, Rendered, channel_link, labels_text
+from bot.context import BotContext
+from bot.domain import StoredPost
+from bot.queries import UsageError, parse_search
+from bot.storage import SearchQuery
+from bot.telegram_adapter import keyboard
+from handlers.common import command_args, reply
+
+PAGE_SIZE = 5
+MAX_SESSIONS = 2000
+
+
+def highlight(snippet: str) -> str:
+    """FTS5 marks matches with \\x02…\\x03; escape everything else, then bold the matches."""
+    return html.escape(snippet).replace("\x02", "<b>").replace("\x03", "</b>")
+
+
+def render_result(i: int, p: StoredPost) -> str:
+    snippet = highlight(p.snippet) if p.snippet else html.escape(p.text[:200])
+    tags = []
+    if p.appeal:
+        tags.append(f"🚨 {html.escape(labels_text(p.labels))} {(p.score or 0):.2f}")
+    tags.append(LANG_NAMES.get(p.lang or "other", "?"))
+    if p.repost_count:
+        tags.append(f"🔁 {p.repost_count} reposts")
+    return (f"{i}. {channel_link(p.channel)} · {p.date.strftime('%Y-%m-%d')} · {' · '.join(tags)}\n"
+            f"{snippet}\n🔗 <a href=\"{html.escape(p.permalink)}\">open</a>")
+
+
+def render_page(q: SearchQuery, posts: list[StoredPost], total: int, page: int, token: str) -> Rendered:
+    if not posts:
+        return Rendered("🔍 Nothing found. Try fewer words, another language, or drop a filter.")
+    pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
+    head = f"🔍 <b>{total}</b> result{'s' if total != 1 else ''} for <i>{html.escape(q.words or 'filters')}</i>"
+    body = "\n\n".join(render_result(page * PAGE_SIZE + i + 1, p) for i, p in enumerate(posts))
+    nav: list[Button] = []
+    if page > 0:
+        nav.append(Button("◀ Prev", data=f"s:{token}:{page - 1}"))
+    nav.append(Button(f"{page + 1}/{pages}", data=f"s:{token}:{page}"))
+    if page + 1 < pages:
+        nav.append(Button("Next ▶", data=f"s:{token}:{page + 1}"))
+    return Rendered(f"{head} · page {page + 1}/{pages}\n\n{body}", (tuple(nav),) if pages > 1 else ())
+
+
+async def search(update: Update, context: BotContext) -> None:
+    raw = command_args(update)
+    if not raw.strip():
+        await reply(update, "Usage: <code>/search words [lang:ru|uk|en] [label:surrender] [channel:@name] "
+                            "[since:2026-01-01] [until:2026-02-01]</code>\nExample: <code>/search амністія lang:uk</code>")
+        return
+    try:
+        q = parse_search(raw)
+    except UsageError as exc:
+        await reply(update, html.escape(str(exc)))
+        return
+    sessions = context.services.search_sessions
+    if len(sessions) >= MAX_SESSIONS:
+        sessions.pop(next(iter(sessions)))
+    token = secrets.token_urlsafe(6)
+    sessions[token] = q
+    posts, total = await context.storage.search(q, limit=PAGE_SIZE, offset=0)
+    page = render_page(q, posts, total, 0, token)
+    await reply(update, page.html, page)
+
+
+async def search_page(update: Update, context: BotContext) -> None:
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    _, token, page_s = query.data.split(":", 2)
+    q = context.services.search_sessions.get(token)
+    if q is None:
+        await query.answer("This search has expired — run /search again.", show_alert=True)
+        return
+    page = max(0, int(page_s))
+    posts, total = await context.storage.search(q, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
+    rendered = render_page(q, posts, total, page, token)
+    await query.answer()
+    await query.edit_message_text(rendered.html, reply_markup=keyboard(rendered))
