@@ -57,11 +57,33 @@ async def _register_config_channels(app: AnyApp, services: Services) -> None:
 
 
 def _start_web_source(app: AnyApp, services: Services) -> None:
-    try:
-        from bot.sources.web_runner import start_web_source
-    except ImportError:  # pragma: no cover - the module ships with the package
-        return
-    services.web_source = start_web_source(app, services)
+    """Poll the t.me/s preview of watched channels the bot is not an admin of."""
+    from bot.sources.webpreview import WebPreviewSettings, WebPreviewSource
+
+    web = services.config.sources.web
+
+    async def unavailable(channel: str, reason: str) -> None:
+        # tell the admins once per channel and reason, not at every poll
+        if await services.storage.mark_unavailable(channel, reason):
+            for admin in services.config.access.admins:
+                try:
+                    await app.bot.send_message(admin, f"⛔ @{channel} can't be watched: {reason}")
+                except TelegramError:
+                    log.info("could not tell admin %s about @%s", admin, channel)
+
+    settings = WebPreviewSettings(
+        base_url=web.base_url, min_interval=web.min_interval, max_interval=web.max_interval,
+        initial_interval=min(max(web.min_interval, 300.0), web.max_interval),
+        requests_per_second=web.requests_per_second, backfill_limit=max(1, web.backfill_limit),
+    )
+    source = WebPreviewSource(services.pipeline, settings, on_unavailable=unavailable)
+    services.web_source = source
+
+    async def channels() -> list[str]:
+        return await services.storage.watched_channels("web")
+
+    # Not app.create_task: Application.stop() would wait forever for this endless loop.
+    services.background.append(asyncio.get_running_loop().create_task(source.run(channels), name="web-preview"))
 
 
 def build_application(config: Config, *, classifier: Any = None, start_sources: bool = True) -> AnyApp:
@@ -97,6 +119,9 @@ def build_application(config: Config, *, classifier: Any = None, start_sources: 
     async def post_shutdown(app: AnyApp) -> None:
         services = app.bot_data.get(SERVICES_KEY)
         if isinstance(services, Services):
+            for task in services.background:
+                task.cancel()
+            await asyncio.gather(*services.background, return_exceptions=True)
             if services.web_source is not None:
                 await services.web_source.close()
             await services.pipeline.stop()

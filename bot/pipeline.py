@@ -76,6 +76,8 @@ class Pipeline:
         self.stats = PipelineStats()
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._dispatch_queue: asyncio.Queue[tuple[list[int], int]] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
         self._idle = asyncio.Event()
         self._idle.set()
@@ -87,8 +89,8 @@ class Pipeline:
     async def ingest(self, posts: Sequence[IncomingPost]) -> int:
         """Store each post exactly once, then queue the new and edited ones. Returns new posts."""
         new = 0
-        for post in posts:
-            result = await self.storage.store_post(post)
+        results = await self.storage.store_posts(posts)
+        for post, result in zip(posts, results, strict=True):
             if result.is_new:
                 new += 1
                 self.stats.stored += 1
@@ -145,16 +147,23 @@ class Pipeline:
     def start(self) -> None:
         if self._worker is None:
             self._worker = asyncio.create_task(self._run(), name="classification-worker")
+            self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="alert-fanout")
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
-            self._worker = None
+        for task in (self._worker, self._dispatcher):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._worker = self._dispatcher = None
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def pending(self) -> int:
+        """Posts stored but not yet classified and dispatched."""
+        return self._inflight
 
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Until every queued post is classified and dispatched (tests, import, shutdown)."""
@@ -186,8 +195,9 @@ class Pipeline:
                     batch.append(await asyncio.wait_for(self._queue.get(), timeout))
                 except TimeoutError:
                     break
+            classified: list[int] = []
             try:
-                await self._process(batch)
+                classified = await self._process(batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -198,16 +208,31 @@ class Pipeline:
                     for fut in self._waiters.pop(pid, []):
                         if not fut.done():
                             fut.set_result(None)
-                self._inflight -= len(batch)
-                if self._inflight <= 0 and self._queue.empty():
+            # Fan-out runs beside classification, so a slow recipient never delays the next batch.
+            self._dispatch_queue.put_nowait((classified, len(batch)))
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            ids, count = await self._dispatch_queue.get()
+            try:
+                if ids:
+                    await self._dispatch(ids)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # State stays 'classified': resume() dispatches these posts again after a restart.
+                log.exception("alert fan-out for %d posts failed", len(ids))
+            finally:
+                self._inflight -= count
+                if self._inflight <= 0 and self._queue.empty() and self._dispatch_queue.empty():
                     self._inflight = 0
                     self._idle.set()
 
-    async def _process(self, post_ids: list[int]) -> None:
+    async def _process(self, post_ids: list[int]) -> list[int]:
         texts = await self.storage.post_texts(list(dict.fromkeys(post_ids)))
         ids = list(texts)
         if not ids:
-            return
+            return []
         loop = asyncio.get_running_loop()
         scored = await loop.run_in_executor(self._executor, self.scorer.score, [texts[i] for i in ids])
         self.stats.batches += 1
@@ -224,7 +249,7 @@ class Pipeline:
         self.stats.appeals += len(appeals)
         for pid, vec in appeals:
             await self._assign_story(pid, vec)
-        await self._dispatch(ids)
+        return ids
 
     async def _assign_story(self, post_id: int, vector: np.ndarray) -> None:
         """Exact copies (same normalised text) or near-copies/translations (cosine) share a story."""

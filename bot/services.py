@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,3 +21,4 @@ class Services:
     classifier: Any
     web_source: Any = None
     search_sessions: dict[str, Any] = field(default_factory=dict)
+    background: list[asyncio.Task[Any]] = field(default_factory=list)

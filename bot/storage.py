@@ -15,6 +15,7 @@ Why these choices:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -30,7 +31,7 @@ from typing import Any
 import aiosqlite
 import numpy as np
 
-from bot.domain import ChannelHealth, Classification, Filters, IncomingPost, StoredPost
+from bot.domain import LABELS, ChannelHealth, Classification, Filters, IncomingPost, StoredPost
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
 
@@ -115,6 +116,7 @@ async def _m1_initial(db: aiosqlite.Connection) -> None:
             lang_conf REAL,
             state TEXT NOT NULL DEFAULT 'new',  -- new → classified → done; 'skipped' (nothing to read)
             story_id INTEGER,
+            search_meta TEXT NOT NULL DEFAULT '',  -- filter tokens indexed beside the text (see meta_tokens)
             UNIQUE(channel_id, message_id)
         );
         CREATE INDEX posts_state ON posts(state);
@@ -138,7 +140,8 @@ async def _m1_initial(db: aiosqlite.Connection) -> None:
             addressee TEXT,
             reasons TEXT NOT NULL,
             classified_at INTEGER NOT NULL,
-            embedding BLOB
+            embedding BLOB,
+            label_mask INTEGER NOT NULL DEFAULT 0  -- bit i = LABELS[i]; cheap label filters in search
         );
         CREATE INDEX classifications_appeal ON classifications(appeal, score);
         CREATE TABLE stories (
@@ -198,17 +201,19 @@ async def _m1_initial(db: aiosqlite.Connection) -> None:
             created_at INTEGER NOT NULL
         );
         CREATE VIRTUAL TABLE posts_fts USING fts5(
-            text, content='posts', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+            text, search_meta, content='posts', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
         );
         CREATE TRIGGER posts_ai AFTER INSERT ON posts BEGIN
-            INSERT INTO posts_fts(rowid, text) VALUES (new.id, new.text);
+            INSERT INTO posts_fts(rowid, text, search_meta) VALUES (new.id, new.text, new.search_meta);
         END;
         CREATE TRIGGER posts_ad AFTER DELETE ON posts BEGIN
-            INSERT INTO posts_fts(posts_fts, rowid, text) VALUES ('delete', old.id, old.text);
+            INSERT INTO posts_fts(posts_fts, rowid, text, search_meta)
+                VALUES ('delete', old.id, old.text, old.search_meta);
         END;
-        CREATE TRIGGER posts_au AFTER UPDATE OF text ON posts BEGIN
-            INSERT INTO posts_fts(posts_fts, rowid, text) VALUES ('delete', old.id, old.text);
-            INSERT INTO posts_fts(rowid, text) VALUES (new.id, new.text);
+        CREATE TRIGGER posts_au AFTER UPDATE OF text, search_meta ON posts BEGIN
+            INSERT INTO posts_fts(posts_fts, rowid, text, search_meta)
+                VALUES ('delete', old.id, old.text, old.search_meta);
+            INSERT INTO posts_fts(rowid, text, search_meta) VALUES (new.id, new.text, new.search_meta);
         END;
         """
     )
@@ -251,10 +256,50 @@ class SearchQuery:
     appeals_only: bool = False
 
 
-def quote_fts(words: str) -> str:
-    """Every token a quoted string: user input can never be FTS5 syntax (OR, NEAR(, *, ")."""
+def meta_tokens(channel: str, lang: str | None = None, labels: Iterable[str] = (), appeal: bool = False) -> str:
+    """Filters as FTS tokens, so `lang:` `label:` `channel:` narrow the index instead of a scan.
+
+    Tokens are alphanumeric only (the tokenizer splits on ``_`` and ``:``); the channel
+    is hex-encoded so no two channels can share a token.
+    """
+    return " ".join(["ch" + channel.encode().hex(), *filter_tokens(lang, labels, appeal)])
+
+
+def filter_tokens(lang: str | None = None, labels: Iterable[str] = (), appeal: bool = False) -> list[str]:
+    out = ["lg" + lang] if lang else []
+    out += ["lb" + lbl for lbl in labels]
+    if appeal:
+        out.append("isappeal")
+    return out
+
+
+def label_mask(labels: Iterable[str]) -> int:
+    return sum(1 << LABELS.index(lbl) for lbl in labels if lbl in LABELS)
+
+
+def _stem(token: str) -> str:
+    """A crude inflection-tolerant prefix: амністія/амністію/амністії all share «амніст»."""
+    n = len(token)
+    if n >= 8:
+        return token[: n - 3]
+    if n >= 6:
+        return token[: n - 2]
+    return token
+
+
+def quote_fts(words: str, *, prefix: bool = True) -> str:
+    """Every token a quoted string: user input can never be FTS5 syntax (OR, NEAR(, *, ").
+
+    Long words become quoted prefixes (``"амніст"*``) so Russian and Ukrainian case
+    endings still match; short words must match whole.
+    """
     tokens = [t for t in re.findall(r"\w+", words, re.UNICODE)][:32]
-    return " ".join('"' + t.replace('"', '""') + '"' for t in tokens)
+    out = []
+    for t in tokens:
+        stem = _stem(t) if prefix and not t.isdigit() else t
+        quoted = '"' + stem.replace('"', '""') + '"'
+        out.append(quoted + "*" if stem != t else quoted)
+    return " ".join(out)
 
 
 class Storage:
@@ -263,6 +308,8 @@ class Storage:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
+        # One connection is shared by concurrent handlers: transactions must not interleave.
+        self._tx_lock = asyncio.Lock()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -304,14 +351,15 @@ class Storage:
         return applied
 
     async def _tx(self, statements: Callable[[], Awaitable[Any]]) -> Any:
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
-            result = await statements()
-            await self.db.execute("COMMIT")
-            return result
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
+        async with self._tx_lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                result = await statements()
+                await self.db.execute("COMMIT")
+                return result
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
 
     # -- channels ---------------------------------------------------------------------------
 
@@ -390,45 +438,52 @@ class Storage:
 
     async def store_post(self, post: IncomingPost) -> IngestResult:
         """Insert once; a changed text on a known post is an edit (kept in post_edits)."""
-        now = int(time.time())
-        h = content_hash(post.text)
+        return (await self.store_posts([post]))[0]
 
-        async def run() -> IngestResult:
-            cid = await self.ensure_channel(post.channel, chat_id=post.chat_id, title=post.channel_title,
-                                            source=post.source)
-            cur = await self.db.execute(
-                "INSERT INTO posts(channel_id, message_id, text, has_media, date, first_seen, edit_date, views, "
-                "forwarded_from, reply_to, source, content_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT(channel_id, message_id) DO NOTHING",
-                (cid, post.message_id, post.text, int(post.has_media), _ts(post.date), now, _ts(post.edit_date),
-                 post.views, post.forwarded_from, post.reply_to, post.source, h),
-            )
-            if cur.rowcount == 1 and cur.lastrowid:
-                pid = int(cur.lastrowid)
-                await self.db.execute(
-                    "INSERT INTO post_edits(post_id, text, content_hash, edit_date, seen_at) VALUES (?,?,?,?,?)",
-                    (pid, post.text, h, _ts(post.edit_date), now),
-                )
-                return IngestResult(pid, True, False)
-            rows = await self.db.execute_fetchall(
-                "SELECT id, text FROM posts WHERE channel_id=? AND message_id=?", (cid, post.message_id)
-            )
-            pid, old_text = int(rows[0][0]), rows[0][1]
-            if post.views is not None:
-                await self.db.execute("UPDATE posts SET views=? WHERE id=?", (post.views, pid))
-            if old_text == post.text:
-                return IngestResult(pid, False, False)
-            await self.db.execute(
-                "UPDATE posts SET text=?, content_hash=?, edit_date=?, state='new' WHERE id=?",
-                (post.text, h, _ts(post.edit_date) or now, pid),
-            )
-            await self.db.execute(
-                "INSERT INTO post_edits(post_id, text, content_hash, edit_date, seen_at) VALUES (?,?,?,?,?)",
-                (pid, post.text, h, _ts(post.edit_date) or now, now),
-            )
-            return IngestResult(pid, False, True)
+    async def store_posts(self, posts: Sequence[IncomingPost]) -> list[IngestResult]:
+        """Store a batch in one transaction (imports write thousands of posts a second this way)."""
+
+        async def run() -> list[IngestResult]:
+            return [await self._store_one(p) for p in posts]
 
         return await self._tx(run)  # type: ignore[no-any-return]
+
+    async def _store_one(self, post: IncomingPost) -> IngestResult:
+        now = int(time.time())
+        h = content_hash(post.text)
+        cid = await self.ensure_channel(post.channel, chat_id=post.chat_id, title=post.channel_title,
+                                        source=post.source)
+        cur = await self.db.execute(
+            "INSERT INTO posts(channel_id, message_id, text, has_media, date, first_seen, edit_date, views, "
+            "forwarded_from, reply_to, source, content_hash, search_meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(channel_id, message_id) DO NOTHING",
+            (cid, post.message_id, post.text, int(post.has_media), _ts(post.date), now, _ts(post.edit_date),
+             post.views, post.forwarded_from, post.reply_to, post.source, h, meta_tokens(post.channel)),
+        )
+        if cur.rowcount == 1 and cur.lastrowid:
+            pid = int(cur.lastrowid)
+            await self.db.execute(
+                "INSERT INTO post_edits(post_id, text, content_hash, edit_date, seen_at) VALUES (?,?,?,?,?)",
+                (pid, post.text, h, _ts(post.edit_date), now),
+            )
+            return IngestResult(pid, True, False)
+        rows = await self.db.execute_fetchall(
+            "SELECT id, text FROM posts WHERE channel_id=? AND message_id=?", (cid, post.message_id)
+        )
+        pid, old_text = int(rows[0][0]), rows[0][1]
+        if post.views is not None:
+            await self.db.execute("UPDATE posts SET views=? WHERE id=?", (post.views, pid))
+        if old_text == post.text:
+            return IngestResult(pid, False, False)
+        await self.db.execute(
+            "UPDATE posts SET text=?, content_hash=?, edit_date=?, state='new' WHERE id=?",
+            (post.text, h, _ts(post.edit_date) or now, pid),
+        )
+        await self.db.execute(
+            "INSERT INTO post_edits(post_id, text, content_hash, edit_date, seen_at) VALUES (?,?,?,?,?)",
+            (pid, post.text, h, _ts(post.edit_date) or now, now),
+        )
+        return IngestResult(pid, False, True)
 
     async def set_state(self, post_ids: Iterable[int], state: str) -> None:
         ids = list(post_ids)
@@ -453,13 +508,16 @@ class Storage:
         async def run() -> None:
             for pid, c, vec in items:
                 await self.db.execute(
-                    "INSERT OR REPLACE INTO classifications VALUES (?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO classifications VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (pid, int(c.appeal), c.score, json.dumps(list(c.labels)), json.dumps(c.label_scores),
                      c.addressee, json.dumps(list(c.reasons), ensure_ascii=False), now,
-                     vec.astype(np.float16).tobytes() if vec is not None else None),
+                     vec.astype(np.float16).tobytes() if vec is not None else None, label_mask(c.labels)),
                 )
                 await self.db.execute(
-                    "UPDATE posts SET lang=?, lang_conf=?, state='classified' WHERE id=?", (c.lang, c.lang_confidence, pid)
+                    # keep the channel token (the first), replace the classification's tokens
+                    "UPDATE posts SET lang=?, lang_conf=?, state='classified', "
+                    "search_meta=substr(search_meta, 1, instr(search_meta || ' ', ' ') - 1) || ' ' || ? WHERE id=?",
+                    (c.lang, c.lang_confidence, " ".join(filter_tokens(c.lang, c.labels, c.appeal)), pid),
                 )
 
         await self._tx(run)
@@ -676,55 +734,84 @@ class Storage:
 
     # -- search and digests ----------------------------------------------------------------
 
-    def _filters_sql(self, q: SearchQuery) -> tuple[list[str], list[Any]]:
+    @staticmethod
+    def _match_expr(q: SearchQuery) -> str:
+        """The FTS5 expression: quoted words in the text, filters as tokens in search_meta."""
+        parts = []
+        words = quote_fts(q.words)
+        if words:
+            parts.append(f"text : ({words})")
+        if q.lang:
+            parts.append(f"search_meta : lg{q.lang}")
+        if q.labels:
+            parts.append("search_meta : (" + " OR ".join(f"lb{lbl}" for lbl in q.labels) + ")")
+        if q.channel:
+            parts.append(f"search_meta : ch{q.channel.encode().hex()}")
+        if q.appeals_only:
+            parts.append("search_meta : isappeal")
+        return " AND ".join(parts)
+
+    SEARCH_WINDOW = 5_000  # the newest matches are ranked by relevance
+
+    async def search(self, q: SearchQuery, *, limit: int = 5, offset: int = 0) -> tuple[list[StoredPost], int]:
+        """Ranked posts with highlighted snippets, one per story, plus the number of matches.
+
+        Words and filters are one FTS5 query (filters are tokens in ``search_meta``), so a
+        million posts are searched through the index, never scanned. Very common words
+        match a large part of the archive; ranking all of them would cost seconds, and
+        monitors care about what is recent, so the newest ``SEARCH_WINDOW`` matches are
+        ranked (bm25, nudged by appeal score) and the count says "at least" when the
+        window filled up (:attr:`search_capped`).
+        """
         where: list[str] = []
         args: list[Any] = []
-        if q.lang:
-            where.append("p.lang=?")
-            args.append(q.lang)
-        for label in q.labels:
-            where.append("EXISTS (SELECT 1 FROM json_each(cl.labels) WHERE value=?)")
-            args.append(label)
-        if q.channel:
-            where.append("c.key=?")
-            args.append(q.channel)
         if q.since:
             where.append("p.date>=?")
             args.append(_ts(q.since))
         if q.until:
             where.append("p.date<?")
             args.append(_ts(q.until))
-        if q.appeals_only or q.labels:
-            where.append("cl.appeal=1")
-        return where, args
-
-    async def search(self, q: SearchQuery, *, limit: int = 5, offset: int = 0) -> tuple[list[StoredPost], int]:
-        """Ranked posts with highlighted snippets, one per story, plus the total count."""
-        where, args = self._filters_sql(q)
-        match = quote_fts(q.words)
-        if match:
-            sql_from = "FROM posts_fts f JOIN posts p ON p.id=f.rowid JOIN channels c ON c.id=p.channel_id " \
-                       "LEFT JOIN classifications cl ON cl.post_id=p.id"
-            where.insert(0, "posts_fts MATCH ?")
-            args.insert(0, match)
-            order = "ORDER BY bm25(posts_fts) - COALESCE(cl.score, 0) * 2"
-            snippet = "snippet(posts_fts, 0, '\x02', '\x03', '…', 24)"
-        else:
-            sql_from = "FROM posts p JOIN channels c ON c.id=p.channel_id LEFT JOIN classifications cl ON cl.post_id=p.id"
-            order = "ORDER BY p.date DESC"
-            snippet = "NULL"
         # one row per story: keep the first-seen post of each story
         where.append("(p.story_id IS NULL OR p.id=(SELECT first_post_id FROM stories s WHERE s.id=p.story_id))")
-        cond = ("WHERE " + " AND ".join(where)) if where else ""
-        total_rows = await self.db.execute_fetchall(f"SELECT COUNT(*) {sql_from} {cond}", tuple(args))
+        cond = "WHERE " + " AND ".join(where)
+        select = ("SELECT p.id, c.key AS channel, p.message_id, p.text, p.date, p.lang, cl.appeal, cl.score, "
+                  "cl.labels, cl.addressee, cl.reasons, c.chat_id, p.story_id, "
+                  "(SELECT posts FROM stories s WHERE s.id=p.story_id) AS reposts")
+        joins = "JOIN channels c ON c.id=p.channel_id LEFT JOIN classifications cl ON cl.post_id=p.id"
+        match = self._match_expr(q)
+        window = self.SEARCH_WINDOW
+        if match:
+            m = (f"(SELECT rowid AS id, bm25(posts_fts, 1.0, 0.0) AS r FROM posts_fts WHERE posts_fts MATCH ? "
+                 f"ORDER BY rowid DESC LIMIT {window}) m")
+            sql_from = f"FROM {m} CROSS JOIN posts p ON p.id=m.id {joins}"
+            order = "ORDER BY m.r - COALESCE(cl.score, 0) * 2" if q.words.strip() and quote_fts(q.words) \
+                else "ORDER BY p.date DESC"
+            total_rows = await self.db.execute_fetchall(f"SELECT COUNT(*) {sql_from} {cond}", (match, *args))
+            rows = list(await self.db.execute_fetchall(f"{select} {sql_from} {cond} {order} LIMIT ? OFFSET ?",
+                                                       (match, *args, limit, offset)))
+            snippets = await self._snippets(match, [int(r["id"]) for r in rows]) if quote_fts(q.words) else {}
+            total = int(total_rows[0][0])
+            self.search_capped = total >= window
+            return [self._row_to_post(r, snippets.get(int(r["id"]))) for r in rows], total
+        sql_from = f"FROM posts p {joins}"
+        total_rows = await self.db.execute_fetchall(
+            f"SELECT COUNT(*) FROM (SELECT 1 {sql_from} {cond} LIMIT {window})", tuple(args))
+        rows = await self.db.execute_fetchall(f"{select} {sql_from} {cond} ORDER BY p.date DESC LIMIT ? OFFSET ?",
+                                              (*args, limit, offset))
+        self.search_capped = int(total_rows[0][0]) >= window
+        return [self._row_to_post(r) for r in rows], int(total_rows[0][0])
+
+    search_capped = False
+
+    async def _snippets(self, match: str, ids: list[int]) -> dict[int, str]:
+        """Highlighted snippets for one page only (snippet() is the costly part of FTS)."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
         rows = await self.db.execute_fetchall(
-            f"SELECT p.id, c.key AS channel, p.message_id, p.text, p.date, p.lang, cl.appeal, cl.score, cl.labels, "
-            f"cl.addressee, cl.reasons, c.chat_id, p.story_id, "
-            f"(SELECT posts FROM stories s WHERE s.id=p.story_id) AS reposts, {snippet} AS snip "
-            f"{sql_from} {cond} {order} LIMIT ? OFFSET ?",
-            (*args, limit, offset),
-        )
-        return [self._row_to_post(r, r["snip"]) for r in rows], int(total_rows[0][0])
+            f"SELECT rowid, snippet(posts_fts, 0, '\x02', '\x03', '…', 24) FROM posts_fts "
+            f"WHERE posts_fts MATCH ? AND rowid IN ({marks})", (match, *ids))
+        return {int(r[0]): str(r[1]) for r in rows}
 
     async def digest_counts(self, since: datetime, until: datetime, filters: Filters | None = None) -> dict[str, Any]:
         args = (_ts(since), _ts(until))

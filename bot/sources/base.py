@@ -18,11 +18,15 @@ from bot.domain import IncomingPost
 class PostSink(Protocol):
     """Where sources deliver posts and report their health."""
 
-    async def ingest(self, posts: Sequence[IncomingPost]) -> None:
-        """Store and process posts; idempotent per (channel, message_id, text)."""
+    async def ingest(self, posts: Sequence[IncomingPost]) -> int | None:
+        """Store and process posts; idempotent per (channel, message_id, text).
+
+        Returns the number of new posts when the sink knows it."""
 
     async def last_message_id(self, channel: str) -> int | None:
         """The newest message id already stored for ``channel`` (None if none)."""
 
-    async def record_fetch(self, channel: str, *, ok: bool, error: str | None = None, when: datetime | None = None) -> None:
+    async def record_fetch(
+        self, channel: str, *, ok: bool, error: str | None = None, when: datetime | None = None
+    ) -> None:
         """Remember a fetch attempt for source health (/channels)."""

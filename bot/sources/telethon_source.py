@@ -215,9 +215,12 @@ class TelethonSource:
         log.warning("telethon: %s", reason)
         await self.sink.record_fetch(channel, ok=False, error=reason, when=self._now())
         if self._on_unavailable is not None:
-            result = self._on_unavailable(channel, reason)
-            if inspect.isawaitable(result):
-                await result
+            try:
+                result = self._on_unavailable(channel, reason)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # telling the admin must not break reading the other channels
+                log.exception("on_unavailable callback failed for %s", channel)
 
     # ----------------------------------------------------------------- backfill
 

@@ -680,7 +680,7 @@ class WebPreviewSource:
         self.bucket = TokenBucket(self.settings.requests_per_second, self.settings.burst, clock=clock)
         self._states: dict[str, _ChannelState] = {}
         self._wake = asyncio.Event()
-        self.requests = 0
+        self.requests = 0  # HTTP requests made, all channels (for benches and /status)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -827,8 +827,16 @@ class WebPreviewSource:
             if page.min_id is not None and page.min_id >= cursor:
                 log.warning("t.me/s/%s?before=%d returned no older posts; stopping", channel, cursor)
                 break
-        newest = sorted(found)[-limit:]
-        return [found[i] for i in newest], requests
+        ids = sorted(found)
+        if since_id is not None and (len(ids) > limit or (len(ids) == limit and not reached)):
+            log.warning(
+                "t.me/s/%s: more than %d posts since %d; delivering the newest %d, older ones are skipped",
+                channel,
+                limit,
+                since_id,
+                limit,
+            )
+        return [found[i] for i in ids[-limit:]], requests
 
     def _remember(self, state: _ChannelState, posts: Iterable[ParsedPost]) -> None:
         for p in posts:
@@ -844,37 +852,17 @@ class WebPreviewSource:
 
     # ----------------------------------------------------------------- public operations
 
-    async def backfill(self, channel: str, since_id: int | None = None, limit: int | None = None) -> int:
-        """Deliver up to ``limit`` posts newer than ``since_id``, walking ``?before=`` pages.
+    async def _fetch_new(
+        self, channel: str, state: _ChannelState, since_id: int | None, limit: int
+    ) -> tuple[ParsedPage, list[ParsedPost], int]:
+        """The newest page and the posts above ``since_id``, reporting failures to the sink.
 
-        Returns how many posts were handed to the sink (oldest first).
+        An unavailable channel is reported once (sink and ``on_unavailable``); transient
+        failures are recorded every time, since /channels counts them.
         """
-        channel = normalize_channel(channel)
-        limit = limit or self.settings.backfill_limit
-        first = await self.fetch_page(channel)
-        posts, _requests = await self._walk(channel, first, since_id, limit)
-        await self._deliver([p.post for p in posts])
-        state = self._state(channel)
-        self._remember(state, first.posts)
-        if posts:
-            state.last_id = max(state.last_id or 0, posts[-1].post.message_id)
-            state.last_id_known = True
-        return len(posts)
-
-    async def poll_once(self, channel: str) -> PollResult:
-        """Fetch the newest page, deliver new posts (backfilling a gap) and edited ones.
-
-        Records the fetch with the sink. Raises :class:`ChannelUnavailable` (reported
-        to the sink and ``on_unavailable`` only the first time), :class:`RateLimited`
-        or :class:`FetchError`.
-        """
-        channel = normalize_channel(channel)
-        state = self._state(channel)
-        if not state.last_id_known:
-            state.last_id = await self.sink.last_message_id(channel)
-            state.last_id_known = True
         try:
             first = await self.fetch_page(channel)
+            posts, requests = await self._walk(channel, first, since_id, limit)
         except ChannelUnavailable as exc:
             await self._report_unavailable(channel, state, exc.reason)
             raise
@@ -884,9 +872,41 @@ class WebPreviewSource:
         if state.unavailable is not None:
             log.info("t.me/s/%s is available again", channel)
             state.unavailable = None
+        return first, posts, requests + 1
 
+    async def backfill(self, channel: str, since_id: int | None = None, limit: int | None = None) -> int:
+        """Deliver up to ``limit`` posts newer than ``since_id``, walking ``?before=`` pages.
+
+        Returns how many posts were handed to the sink (oldest first). Raises like
+        :meth:`poll_once`.
+        """
+        channel = normalize_channel(channel)
+        state = self._state(channel)
+        first, posts, _requests = await self._fetch_new(channel, state, since_id, limit or self.settings.backfill_limit)
+        await self._deliver([p.post for p in posts])
+        self._remember(state, first.posts)
+        if posts:
+            state.last_id = max(state.last_id or 0, posts[-1].post.message_id)
+            state.last_id_known = True
+        await self.sink.record_fetch(channel, ok=True, when=self._now())
+        return len(posts)
+
+    async def poll_once(self, channel: str) -> PollResult:
+        """Fetch the newest page, deliver new posts (backfilling a gap) and edited ones.
+
+        Edits are seen only on the newest page (the one fetched anyway) and only for
+        posts whose text this process has seen before: the first sight after a
+        restart just remembers the text. Records the fetch with the sink. Raises
+        :class:`ChannelUnavailable` (reported to the sink and ``on_unavailable`` only
+        the first time), :class:`RateLimited` or :class:`FetchError`.
+        """
+        channel = normalize_channel(channel)
+        state = self._state(channel)
+        if not state.last_id_known:
+            state.last_id = await self.sink.last_message_id(channel)
+            state.last_id_known = True
         since = state.last_id
-        new_posts, requests = await self._walk(channel, first, since, self.settings.backfill_limit)
+        first, new_posts, requests = await self._fetch_new(channel, state, since, self.settings.backfill_limit)
         edited: list[IncomingPost] = []
         if since is not None:
             now = self._now()
@@ -902,7 +922,7 @@ class WebPreviewSource:
         if new_posts:
             state.last_id = max(since or 0, new_posts[-1].post.message_id)
         await self.sink.record_fetch(channel, ok=True, when=self._now())
-        return PollResult(channel, len(new_posts), len(edited), requests + 1, state.last_id)
+        return PollResult(channel, len(new_posts), len(edited), requests, state.last_id)
 
     async def _report_unavailable(self, channel: str, state: _ChannelState, reason: str) -> None:
         if state.unavailable is not None:

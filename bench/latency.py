@@ -1,0 +1,117 @@
+"""Ingest-to-alert latency through the local Bot API: N posts/s, M subscribed chats, real model.
+
+The real bot (python-telegram-bot over HTTP, SQLite, the classifier on a worker thread)
+runs against bot.local_botapi; a channel posts a realistic mix from the labelled data
+(a fifth appeals) at a steady rate. For every alert the fake server receives, latency
+is (time the sendMessage arrived) − (time the post was injected). Telegram's own global
+limit (~30 messages/s) is lifted here (max_messages_per_second = 0) to measure the bot,
+not the limit; see the README.
+
+    .venv/bin/python bench/latency.py --rate 10 --chats 100 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import random
+import re
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from bot.app import build_application, load_classifier, services_of, start_bot, stop_bot
+from bot.config import TelegramConfig, load_config
+from bot.local_botapi import LocalBotAPI
+from models.dataset import load_examples
+
+CHANNEL_ID = -1001000000001
+CHANNEL = "bench_channel"
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * (len(values) - 1) + 0.5))]
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    cfg0 = load_config(None)
+    t0 = time.perf_counter()
+    clf = load_classifier(cfg0)
+    print(f"model load: {time.perf_counter() - t0:.1f} s")
+    rng = random.Random(0)
+    ex = load_examples()
+    appeals = [e.text for e in ex if e.appeal]
+    others = [e.text for e in ex if not e.appeal]
+    n_posts = int(args.rate * args.seconds)
+    texts = [rng.choice(appeals) if rng.random() < args.appeal_share else rng.choice(others) for _ in range(n_posts)]
+    with tempfile.TemporaryDirectory() as tmp:
+        async with LocalBotAPI() as api:
+            cfg = dataclasses.replace(
+                cfg0,
+                telegram=TelegramConfig(token="1:BENCH", api_base_url=api.base_url, api_file_url=api.base_file_url,
+                                        max_messages_per_second=0),
+                storage=dataclasses.replace(cfg0.storage, path=Path(tmp) / "bench.sqlite3"),
+            )
+            app = build_application(cfg, classifier=clf, start_sources=False)
+            await start_bot(app)
+            try:
+                for u in range(args.chats):
+                    api.send_user_message(10_000 + u, "/subscribe")
+                await api.wait_for_count("sendMessage", args.chats, timeout=120)
+                api.add_bot_to_channel(CHANNEL_ID, CHANNEL, "Bench", by_user_id=10_000)
+                mark = api.mark()
+                injected: dict[int, float] = {}
+                start = time.perf_counter()
+                for i, text in enumerate(texts):
+                    due = start + i / args.rate
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                    injected[1 + i] = time.time()
+                    api.post_to_channel(CHANNEL_ID, CHANNEL, "Bench", 1 + i, text)
+                await asyncio.sleep(1.0)
+                await services_of(app).pipeline.wait_idle(300)
+                await asyncio.sleep(1.0)
+                rss = psutil.Process().memory_info().rss / 2**20
+            finally:
+                await stop_bot(app)
+            link = re.compile(rf"t\.me/{CHANNEL}/(\d+)")
+            per_alert: list[float] = []
+            first: dict[int, float] = {}
+            for call in api.calls[mark:]:
+                if call.method != "sendMessage" or not call.ok or not call.text:
+                    continue
+                m = link.search(call.text)
+                if not m:
+                    continue
+                mid = int(m.group(1))
+                lat = call.time - injected[mid]
+                per_alert.append(lat)
+                first[mid] = min(first.get(mid, lat), lat)
+            stats = services_of(app).pipeline.stats
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{n_posts} posts at {args.rate}/s, {args.chats} chats: {stats.appeals} appeals, "
+          f"{len(per_alert)} alerts delivered, {stats.batches} classification batches")
+    if per_alert:
+        print(f"latency per alert:  p50 {statistics.median(per_alert):.2f} s  p95 {pct(per_alert, 0.95):.2f} s  "
+              f"max {max(per_alert):.2f} s")
+        fl = list(first.values())
+        print(f"first alert of a post: p50 {statistics.median(fl):.2f} s  p95 {pct(fl, 0.95):.2f} s")
+    print(f"resident memory at the end: {rss:.0f} MiB; peak RSS {peak:.0f} MiB (bot + local Bot API in one process)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rate", type=float, default=10.0)
+    ap.add_argument("--chats", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--appeal-share", type=float, default=0.2)
+    asyncio.run(main_async(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
