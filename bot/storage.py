@@ -22,7 +22,7 @@ import re
 import sqlite3
 import time
 import unicodedata
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +42,10 @@ def _ts(dt: datetime | None) -> int | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp())
+
+
+def _iso(ts: int | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else None
 
 
 def _dt(ts: int | None) -> datetime | None:
@@ -201,7 +205,8 @@ async def _m1_initial(db: aiosqlite.Connection) -> None:
             created_at INTEGER NOT NULL
         );
         CREATE VIRTUAL TABLE posts_fts USING fts5(
-            text, search_meta, content='posts', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+            text, search_meta, content='posts', content_rowid='id', tokenize='unicode61 remove_diacritics 2',
+            prefix='4 5 6'
         );
         CREATE TRIGGER posts_ai AFTER INSERT ON posts BEGIN
             INSERT INTO posts_fts(rowid, text, search_meta) VALUES (new.id, new.text, new.search_meta);
@@ -278,10 +283,14 @@ def label_mask(labels: Iterable[str]) -> int:
 
 
 def _stem(token: str) -> str:
-    """A crude inflection-tolerant prefix: амністія/амністію/амністії all share «амніст»."""
+    """A crude inflection-tolerant prefix: амністія/амністію/амністії all share «амніст».
+
+    At most 6 characters, matching the FTS prefix indexes (4, 5, 6), so a prefix query
+    reads one index entry instead of merging every word that starts with it.
+    """
     n = len(token)
     if n >= 8:
-        return token[: n - 3]
+        return token[:6]
     if n >= 6:
         return token[: n - 2]
     return token
@@ -781,18 +790,30 @@ class Storage:
         match = self._match_expr(q)
         window = self.SEARCH_WINDOW
         if match:
-            m = (f"(SELECT rowid AS id, bm25(posts_fts, 1.0, 0.0) AS r FROM posts_fts WHERE posts_fts MATCH ? "
-                 f"ORDER BY rowid DESC LIMIT {window}) m")
-            sql_from = f"FROM {m} CROSS JOIN posts p ON p.id=m.id {joins}"
-            order = "ORDER BY m.r - COALESCE(cl.score, 0) * 2" if q.words.strip() and quote_fts(q.words) \
-                else "ORDER BY p.date DESC"
-            total_rows = await self.db.execute_fetchall(f"SELECT COUNT(*) {sql_from} {cond}", (match, *args))
-            rows = list(await self.db.execute_fetchall(f"{select} {sql_from} {cond} {order} LIMIT ? OFFSET ?",
-                                                       (match, *args, limit, offset)))
-            snippets = await self._snippets(match, [int(r["id"]) for r in rows]) if quote_fts(q.words) else {}
-            total = int(total_rows[0][0])
+            # One pass over the window: ids with their rank, filtered; Python orders them and
+            # only the page's rows are read in full.
+            ranked = bool(quote_fts(q.words))
+            cands = await self.db.execute_fetchall(
+                f"SELECT m.id, m.r, COALESCE(cl.score, 0), p.date FROM "
+                f"(SELECT rowid AS id, bm25(posts_fts, 1.0, 0.0) AS r FROM posts_fts WHERE posts_fts MATCH ? "
+                f"ORDER BY rowid DESC LIMIT {window}) m CROSS JOIN posts p ON p.id=m.id "
+                f"LEFT JOIN classifications cl ON cl.post_id=p.id {cond}",
+                (match, *args),
+            )
+            total = len(cands)
+            if ranked:
+                order_key = sorted(cands, key=lambda c: c[1] - 2 * c[2])
+            else:
+                order_key = sorted(cands, key=lambda c: -c[3])
+            page_ids = [int(c[0]) for c in order_key[offset : offset + limit]]
             self.search_capped = total >= window
-            return [self._row_to_post(r, snippets.get(int(r["id"]))) for r in rows], total
+            if not page_ids:
+                return [], total
+            marks = ",".join("?" * len(page_ids))
+            rows = {int(r["id"]): r for r in await self.db.execute_fetchall(
+                f"{select} FROM posts p {joins} WHERE p.id IN ({marks})", tuple(page_ids))}
+            snippets = await self._snippets(match, page_ids) if ranked else {}
+            return [self._row_to_post(rows[i], snippets.get(i)) for i in page_ids if i in rows], total
         sql_from = f"FROM posts p {joins}"
         total_rows = await self.db.execute_fetchall(
             f"SELECT COUNT(*) FROM (SELECT 1 {sql_from} {cond} LIMIT {window})", tuple(args))
@@ -812,6 +833,57 @@ class Storage:
             f"SELECT rowid, snippet(posts_fts, 0, '\x02', '\x03', '…', 24) FROM posts_fts "
             f"WHERE posts_fts MATCH ? AND rowid IN ({marks})", (match, *ids))
         return {int(r[0]): str(r[1]) for r in rows}
+
+    async def iter_export(self, q: SearchQuery, chunk: int = 1000) -> AsyncIterator[dict[str, Any]]:
+        """Every matching post with its evidence, streamed in id order (never all in memory)."""
+        match = self._match_expr(q)
+        where = ["p.id > ?"]
+        base_args: list[Any] = []
+        if match:
+            where.append("p.id IN (SELECT rowid FROM posts_fts WHERE posts_fts MATCH ?)")
+            base_args.append(match)
+        if q.since:
+            where.append("p.date>=?")
+            base_args.append(_ts(q.since))
+        if q.until:
+            where.append("p.date<?")
+            base_args.append(_ts(q.until))
+        last = 0
+        while True:
+            rows = await self.db.execute_fetchall(
+                "SELECT p.id, c.key AS channel, p.message_id, p.text, p.date, p.lang, p.content_hash, p.first_seen, "
+                "p.story_id, cl.appeal, cl.score, cl.labels, cl.addressee, "
+                "(SELECT posts FROM stories s WHERE s.id=p.story_id) AS reposts, "
+                "(SELECT json_group_array(json_object('text', e.text, 'edit_date', e.edit_date, 'seen_at', e.seen_at)) "
+                " FROM post_edits e WHERE e.post_id=p.id) AS edits "
+                "FROM posts p JOIN channels c ON c.id=p.channel_id LEFT JOIN classifications cl ON cl.post_id=p.id "
+                f"WHERE {' AND '.join(where)} ORDER BY p.id LIMIT ?",
+                (last, *base_args, chunk),
+            )
+            if not rows:
+                return
+            for r in rows:
+                key, mid = str(r["channel"]), int(r["message_id"])
+                link = f"https://t.me/c/{key[2:]}/{mid}" if key.startswith("c:") else f"https://t.me/{key}/{mid}"
+                edits = json.loads(r["edits"] or "[]")
+                yield {
+                    "permalink": link,
+                    "channel": key,
+                    "date": _iso(r["date"]),
+                    "language": r["lang"],
+                    "appeal": None if r["appeal"] is None else bool(r["appeal"]),
+                    "labels": json.loads(r["labels"]) if r["labels"] else [],
+                    "addressee": r["addressee"],
+                    "score": r["score"],
+                    "text": r["text"],
+                    "content_hash": r["content_hash"],
+                    "first_seen": _iso(r["first_seen"]),
+                    "edit_history": [{"text": e["text"], "edit_date": _iso(e["edit_date"]),
+                                      "seen_at": _iso(e["seen_at"])} for e in edits],
+                    "story_id": r["story_id"],
+                    "repost_count": max(0, int(r["reposts"] or 1) - 1),
+                }
+            last = int(rows[-1]["id"])
 
     async def digest_counts(self, since: datetime, until: datetime, filters: Filters | None = None) -> dict[str, Any]:
         args = (_ts(since), _ts(until))

@@ -15,7 +15,7 @@ from telegram.ext import (
 )
 from telegram import Update
 
-from handlers import basic, channels, digests, feedback, posts, search, subscriptions
+from handlers import basic, channels, digests, feedback, posts, research, search, subscriptions
 from handlers.common import access_gate
 
 PRIVATE_OR_GROUP = filters.ChatType.PRIVATE | filters.ChatType.GROUPS
@@ -38,6 +38,7 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         ("channels", channels.channels), ("status", channels.status),
         ("watch", channels.watch), ("unwatch", channels.unwatch),
         ("relabel", feedback.relabel),
+        ("export", research.export), ("trend", research.trend),
     ]
     for name, callback in commands:
         app.add_handler(CommandHandler(name, callback, filters=PRIVATE_OR_GROUP))

@@ -21,11 +21,14 @@ COMMANDS: list[tuple[str, str, str]] = [
      "/settings digest daily 08:00 · /settings timezone Europe/Kyiv · /settings forward on"),
     ("search", "search the archive", "/search амністія lang:uk · /search сдавайся label:surrender since:2026-01-01"),
     ("digest", "summary of a period", "/digest · /digest 7d · /digest 2026-03-01..2026-03-31"),
+    ("trend", "chart of appeals per day", "/trend · /trend surrender 90d"),
+    ("export", "CSV and JSON of posts (same filters as /search)", "/export label:pow since:2026-01-01"),
     ("channels", "watched channels and their health", "/channels"),
     ("status", "bot and source health", "/status"),
     ("watch", "watch a public channel (admins)", "/watch @channel_name"),
     ("unwatch", "stop watching a channel (admins)", "/unwatch @channel_name"),
     ("publish", "publish the digest to a channel or group (admins)", "/publish @channel_name 24h"),
+    ("relabel", "correct a post's labels for training (admins)", "/relabel 123 surrender,family · /relabel 123 none"),
 ]
 
 START_TEXT = (

@@ -36,11 +36,14 @@ def render_result(i: int, p: StoredPost) -> str:
             f"{snippet}\n🔗 <a href=\"{html.escape(p.permalink)}\">open</a>")
 
 
-def render_page(q: SearchQuery, posts: list[StoredPost], total: int, page: int, token: str) -> Rendered:
+def render_page(q: SearchQuery, posts: list[StoredPost], total: int, page: int, token: str,
+                capped: bool = False) -> Rendered:
     if not posts:
         return Rendered("🔍 Nothing found. Try fewer words, another language, or drop a filter.")
     pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
-    head = f"🔍 <b>{total}</b> result{'s' if total != 1 else ''} for <i>{html.escape(q.words or 'filters')}</i>"
+    shown = f"{total:,}+" if capped else f"{total:,}"
+    note = " (the newest, ranked; add words or filters to narrow)" if capped else ""
+    head = f"🔍 <b>{shown}</b> result{'s' if total != 1 else ''} for <i>{html.escape(q.words or 'filters')}</i>{note}"
     body = "\n\n".join(render_result(page * PAGE_SIZE + i + 1, p) for i, p in enumerate(posts))
     nav: list[Button] = []
     if page > 0:
@@ -68,7 +71,7 @@ async def search(update: Update, context: BotContext) -> None:
     token = secrets.token_urlsafe(6)
     sessions[token] = q
     posts, total = await context.storage.search(q, limit=PAGE_SIZE, offset=0)
-    page = render_page(q, posts, total, 0, token)
+    page = render_page(q, posts, total, 0, token, context.storage.search_capped)
     await reply(update, page.html, page)
 
 
@@ -82,6 +85,6 @@ async def search_page(update: Update, context: BotContext) -> None:
         return
     page = max(0, int(page_s))
     posts, total = await context.storage.search(q, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
-    rendered = render_page(q, posts, total, page, token)
+    rendered = render_page(q, posts, total, page, token, context.storage.search_capped)
     await query.answer()
     await query.edit_message_text(rendered.html, reply_markup=keyboard(rendered))
