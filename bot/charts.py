@@ -13,9 +13,9 @@ from datetime import date, timedelta
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from bot.domain import LABELS  # noqa: E402
+from bot.domain import LABELS
 
 COLOURS = {
     "surrender": "#2a9d8f", "desertion": "#e9c46a", "family": "#f4a261",

@@ -133,7 +133,7 @@ def _classify_inputs(args: argparse.Namespace) -> Iterator[tuple[Any, str | None
     """(id, text, error) per input, in order; bad JSONL rows carry an error instead of text."""
     index = 0
     if args.jsonl:
-        stream = sys.stdin if args.jsonl == "-" else open(args.jsonl, encoding="utf-8", errors="replace")  # noqa: SIM115
+        stream = sys.stdin if args.jsonl == "-" else open(args.jsonl, encoding="utf-8", errors="replace")
         try:
             for line in stream:
                 if not line.strip():

@@ -21,7 +21,8 @@ async def run_export(cfg: Config, args: argparse.Namespace) -> int:
     storage = Storage(cfg.storage.path)
     await storage.open()
     try:
-        out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        # a local file written row by row as the rows stream in
+        out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8", newline="")  # noqa: SIM115, ASYNC230
         try:
             writer = write_csv if args.format == "csv" else write_json
             n = await writer(storage.iter_export(q), out)

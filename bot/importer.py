@@ -21,7 +21,7 @@ from bot.storage import Storage
 async def run_import(cfg: Config, path: Path, *, channel: str | None = None) -> int:
     from bot.app import load_classifier
 
-    if not path.is_file():
+    if not path.is_file():  # noqa: ASYNC240 - one stat before anything starts
         print(f"error: no such file: {path}")
         return 2
     key = None
@@ -43,7 +43,7 @@ async def run_import(cfg: Config, path: Path, *, channel: str | None = None) -> 
         await pipeline.wait_idle()
         await pipeline.stop()
         seconds = time.perf_counter() - started
-        rows = await storage.db.execute_fetchall(
+        rows = await storage.fetch_all(
             "SELECT p.lang, cl.labels FROM posts p JOIN channels c ON c.id=p.channel_id "
             "JOIN classifications cl ON cl.post_id=p.id WHERE c.key=? AND cl.appeal=1", (summary.channel,))
         by_label: Counter[str] = Counter()

@@ -901,7 +901,7 @@ class LocalBotAPI:
     async def wait_for(
         self,
         predicate: Callable[[Call], bool],
-        timeout: float = 10.0,  # noqa: ASYNC109
+        timeout: float = 10.0,
         *,
         since: int = 0,
     ) -> Call:
@@ -935,7 +935,7 @@ class LocalBotAPI:
         self,
         method: str,
         n: int,
-        timeout: float = 10.0,  # noqa: ASYNC109
+        timeout: float = 10.0,
         chat_id: int | str | None = None,
         *,
         ok_only: bool = False,

@@ -10,6 +10,7 @@ together, which is several times faster per post on a CPU.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -242,7 +243,7 @@ class Pipeline:
             c = s.classification
             if c.lang == "other" and c.lang_confidence == 0.0:
                 lang, conf = detect_language(texts[pid])
-                c = Classification(**{**_as_dict(c), "lang": lang, "lang_confidence": conf})
+                c = dataclasses.replace(c, lang=lang, lang_confidence=conf)
             items.append((pid, c, s.vector))
         await self.storage.save_classifications(items)
         appeals = [(pid, vec) for pid, c, vec in items if c.appeal]
@@ -257,7 +258,7 @@ class Pipeline:
         post = await self.storage.get_post(post_id)
         if post is None or post.story_id is not None:
             return
-        rows = await self.storage.db.execute_fetchall("SELECT content_hash FROM posts WHERE id=?", (post_id,))
+        rows = await self.storage.fetch_all("SELECT content_hash FROM posts WHERE id=?", (post_id,))
         h = rows[0][0]
         best: tuple[float, int] | None = None
         for _pid, story, other_hash, emb in await self.storage.story_candidates(since, post_id):
@@ -275,7 +276,3 @@ class Pipeline:
         if self.alerts is not None:
             await self.alerts.dispatch(post_ids)
         await self.storage.set_state(post_ids, "done")
-
-
-def _as_dict(c: Classification) -> dict[str, object]:
-    return {f: getattr(c, f) for f in Classification.__slots__}

@@ -26,7 +26,8 @@ async def _digest_job(context: ContextTypes.DEFAULT_TYPE) -> None:
 
     job = context.job
     assert job is not None
-    chat_id, period = job.data  # type: ignore[misc]
+    chat_id: int | str = job.data[0]  # type: ignore[index]
+    period: str = job.data[1]  # type: ignore[index]
     try:
         await send_digest(context, chat_id, period)  # type: ignore[arg-type]
     except Exception:

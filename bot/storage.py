@@ -81,7 +81,7 @@ async def _run_script(db: aiosqlite.Connection, script: str) -> None:
 
 
 async def _m1_initial(db: aiosqlite.Connection) -> None:
-    await _run_script(db, 
+    await _run_script(db,
         """
         CREATE TABLE channels (
             id INTEGER PRIMARY KEY,
@@ -336,6 +336,9 @@ class Storage:
         await self._db.execute("PRAGMA busy_timeout=5000")
         await self.migrate()
 
+    async def fetch_all(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        return list(await self.db.execute_fetchall(sql, tuple(args)))
+
     async def close(self) -> None:
         if self._db is not None:
             await self._db.close()
@@ -343,7 +346,7 @@ class Storage:
 
     async def migrate(self) -> list[str]:
         await self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
-        done = {r[0] for r in await self.db.execute_fetchall("SELECT name FROM _migrations")}
+        done = {r[0] for r in await self.fetch_all("SELECT name FROM _migrations")}
         applied = []
         for name, fn in MIGRATIONS:
             if name in done:
@@ -383,16 +386,16 @@ class Storage:
         )
         if watched is not None:
             await self.db.execute("UPDATE channels SET watched=?, source=? WHERE key=?", (int(watched), source, key))
-        row = await self.db.execute_fetchall("SELECT id FROM channels WHERE key=?", (key,))
+        row = await self.fetch_all("SELECT id FROM channels WHERE key=?", (key,))
         return int(row[0][0])
 
     async def channel_key_for_chat(self, chat_id: int) -> str | None:
-        rows = await self.db.execute_fetchall("SELECT key FROM channels WHERE chat_id=?", (chat_id,))
+        rows = await self.fetch_all("SELECT key FROM channels WHERE chat_id=?", (chat_id,))
         return str(rows[0][0]) if rows else None
 
     async def watched_channels(self, source: str | None = None) -> list[str]:
         sql = "SELECT key FROM channels WHERE watched=1" + (" AND source=?" if source else "") + " ORDER BY key"
-        rows = await self.db.execute_fetchall(sql, (source,) if source else ())
+        rows = await self.fetch_all(sql, (source,) if source else ())
         return [str(r[0]) for r in rows]
 
     async def set_watched(self, key: str, watched: bool) -> bool:
@@ -400,7 +403,7 @@ class Storage:
         return cur.rowcount > 0
 
     async def last_message_id(self, channel: str) -> int | None:
-        rows = await self.db.execute_fetchall(
+        rows = await self.fetch_all(
             "SELECT MAX(p.message_id) FROM posts p JOIN channels c ON c.id=p.channel_id WHERE c.key=?", (channel,)
         )
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
@@ -417,7 +420,7 @@ class Storage:
     async def mark_unavailable(self, channel: str, reason: str) -> bool:
         """Remember why a channel can't be read; True the first time (so the admin is told once)."""
         cid = await self.ensure_channel(channel, source="web")
-        rows = await self.db.execute_fetchall("SELECT unavailable_reason FROM channels WHERE id=?", (cid,))
+        rows = await self.fetch_all("SELECT unavailable_reason FROM channels WHERE id=?", (cid,))
         if rows and rows[0][0] == reason:
             return False
         await self.db.execute("UPDATE channels SET unavailable_reason=? WHERE id=?", (reason, cid))
@@ -425,7 +428,7 @@ class Storage:
 
     async def channel_health(self) -> list[ChannelHealth]:
         since = int(time.time()) - 86400
-        rows = await self.db.execute_fetchall(
+        rows = await self.fetch_all(
             """SELECT c.key, c.source, c.title, c.last_fetch_ok, c.last_error, c.unavailable_reason,
                       (SELECT MAX(date) FROM posts WHERE channel_id=c.id) AS last_date,
                       (SELECT MAX(message_id) FROM posts WHERE channel_id=c.id) AS last_id,
@@ -455,7 +458,8 @@ class Storage:
         async def run() -> list[IngestResult]:
             return [await self._store_one(p) for p in posts]
 
-        return await self._tx(run)  # type: ignore[no-any-return]
+        results: list[IngestResult] = await self._tx(run)
+        return results
 
     async def _store_one(self, post: IncomingPost) -> IngestResult:
         now = int(time.time())
@@ -476,7 +480,7 @@ class Storage:
                 (pid, post.text, h, _ts(post.edit_date), now),
             )
             return IngestResult(pid, True, False)
-        rows = await self.db.execute_fetchall(
+        rows = await self.fetch_all(
             "SELECT id, text FROM posts WHERE channel_id=? AND message_id=?", (cid, post.message_id)
         )
         pid, old_text = int(rows[0][0]), rows[0][1]
@@ -501,14 +505,14 @@ class Storage:
 
     async def unfinished_posts(self) -> list[tuple[int, str]]:
         """Posts whose processing a crash interrupted: (id, state), oldest first."""
-        rows = await self.db.execute_fetchall("SELECT id, state FROM posts WHERE state IN ('new','classified') ORDER BY id")
+        rows = await self.fetch_all("SELECT id, state FROM posts WHERE state IN ('new','classified') ORDER BY id")
         return [(int(r[0]), str(r[1])) for r in rows]
 
     async def post_texts(self, post_ids: Sequence[int]) -> dict[int, str]:
         if not post_ids:
             return {}
         marks = ",".join("?" * len(post_ids))
-        rows = await self.db.execute_fetchall(f"SELECT id, text FROM posts WHERE id IN ({marks})", tuple(post_ids))
+        rows = await self.fetch_all(f"SELECT id, text FROM posts WHERE id IN ({marks})", tuple(post_ids))
         return {int(r[0]): str(r[1]) for r in rows}
 
     async def save_classifications(self, items: Sequence[tuple[int, Classification, np.ndarray | None]]) -> None:
@@ -553,28 +557,28 @@ class Storage:
         )
 
     async def get_post(self, post_id: int) -> StoredPost | None:
-        rows = await self.db.execute_fetchall(self._POST_SELECT + " WHERE p.id=?", (post_id,))
+        rows = await self.fetch_all(self._POST_SELECT + " WHERE p.id=?", (post_id,))
         return self._row_to_post(rows[0]) if rows else None
 
     async def find_post(self, channel: str, message_id: int) -> StoredPost | None:
-        rows = await self.db.execute_fetchall(self._POST_SELECT + " WHERE c.key=? AND p.message_id=?", (channel, message_id))
+        rows = await self.fetch_all(self._POST_SELECT + " WHERE c.key=? AND p.message_id=?", (channel, message_id))
         return self._row_to_post(rows[0]) if rows else None
 
     async def post_edits(self, post_id: int) -> list[tuple[str, datetime | None, datetime]]:
-        rows = await self.db.execute_fetchall(
+        rows = await self.fetch_all(
             "SELECT text, edit_date, seen_at FROM post_edits WHERE post_id=? ORDER BY rowid", (post_id,)
         )
         return [(str(r[0]), _dt(r[1]), _dt(r[2]) or datetime.now(UTC)) for r in rows]
 
     async def count_posts(self) -> int:
-        rows = await self.db.execute_fetchall("SELECT COUNT(*) FROM posts")
+        rows = await self.fetch_all("SELECT COUNT(*) FROM posts")
         return int(rows[0][0])
 
     # -- stories (repost grouping) -------------------------------------------------------------
 
     async def story_candidates(self, since: datetime, exclude_post: int) -> list[tuple[int, int, str, bytes | None]]:
         """Recent appeals with a story: (post id, story id, content hash, embedding)."""
-        rows = await self.db.execute_fetchall(
+        rows = await self.fetch_all(
             "SELECT p.id, p.story_id, p.content_hash, cl.embedding FROM posts p JOIN classifications cl ON cl.post_id=p.id "
             "WHERE cl.appeal=1 AND p.story_id IS NOT NULL AND p.first_seen>=? AND p.id<>? ORDER BY p.id DESC LIMIT 5000",
             (_ts(since), exclude_post),
@@ -594,18 +598,20 @@ class Storage:
         return story_id
 
     async def story_channels(self, story_id: int) -> list[str]:
-        rows = await self.db.execute_fetchall(
+        rows = await self.fetch_all(
             "SELECT c.key FROM posts p JOIN channels c ON c.id=p.channel_id WHERE p.story_id=? ORDER BY p.id", (story_id,)
         )
         return [str(r[0]) for r in rows]
 
     # -- chats and subscriptions ------------------------------------------------------------
 
-    async def ensure_chat(self, chat_id: int, *, type_: str = "private", title: str | None = None) -> None:
+    async def ensure_chat(self, chat_id: int, *, type_: str = "private", title: str | None = None,
+                          forward_original: bool = False) -> None:
+        """Create the chat on first contact (``forward_original`` is the new chat's default)."""
         await self.db.execute(
-            "INSERT INTO chats(chat_id, type, title, created_at) VALUES (?,?,?,?) "
+            "INSERT INTO chats(chat_id, type, title, created_at, forward_original) VALUES (?,?,?,?,?) "
             "ON CONFLICT(chat_id) DO UPDATE SET title=COALESCE(excluded.title, title)",
-            (chat_id, type_, title, int(time.time())),
+            (chat_id, type_, title, int(time.time()), int(forward_original)),
         )
 
     async def subscribe(self, chat_id: int, filters: Filters) -> None:
@@ -649,7 +655,7 @@ class Storage:
         )
 
     async def _muted(self) -> dict[int, tuple[str, ...]]:
-        rows = await self.db.execute_fetchall(
+        rows = await self.fetch_all(
             "SELECT m.chat_id, c.key FROM muted_channels m JOIN channels c ON c.id=m.channel_id"
         )
         out: dict[int, list[str]] = {}
@@ -658,7 +664,7 @@ class Storage:
         return {k: tuple(v) for k, v in out.items()}
 
     async def chat_settings(self, chat_id: int) -> ChatSettings | None:
-        rows = await self.db.execute_fetchall(
+        rows = await self.fetch_all(
             "SELECT ch.*, s.labels, s.languages, s.channels, s.min_score FROM chats ch "
             "LEFT JOIN subscriptions s ON s.chat_id=ch.chat_id WHERE ch.chat_id=?", (chat_id,)
         )
@@ -667,7 +673,7 @@ class Storage:
         return self._chat_from_row(rows[0], (await self._muted()).get(chat_id, ()))
 
     async def subscribed_chats(self) -> list[ChatSettings]:
-        rows = await self.db.execute_fetchall(
+        rows = await self.fetch_all(
             "SELECT ch.*, s.labels, s.languages, s.channels, s.min_score FROM chats ch "
             "JOIN subscriptions s ON s.chat_id=ch.chat_id WHERE ch.active=1"
         )
@@ -675,7 +681,7 @@ class Storage:
         return [self._chat_from_row(r, muted.get(int(r["chat_id"]), ())) for r in rows]
 
     async def chats_with_digest(self) -> list[ChatSettings]:
-        rows = await self.db.execute_fetchall(
+        rows = await self.fetch_all(
             "SELECT ch.*, s.labels, s.languages, s.channels, s.min_score FROM chats ch "
             "LEFT JOIN subscriptions s ON s.chat_id=ch.chat_id WHERE ch.active=1 AND ch.digest_mode<>'off'"
         )
@@ -703,7 +709,7 @@ class Storage:
 
     async def story_alerted(self, chat_id: int, story_id: int, since: datetime) -> int | None:
         """The message id of an alert this chat already got for the story within the window."""
-        rows = await self.db.execute_fetchall(
+        rows = await self.fetch_all(
             "SELECT COALESCE(message_id, 0) FROM alerts WHERE chat_id=? AND story_id=? AND status IN ('sent','held','pending') "
             "AND created_at>=? ORDER BY created_at LIMIT 1",
             (chat_id, story_id, _ts(since)),
@@ -718,11 +724,11 @@ class Storage:
         )
 
     async def held_alerts(self) -> list[tuple[int, int]]:
-        rows = await self.db.execute_fetchall("SELECT chat_id, post_id FROM alerts WHERE status='held' ORDER BY created_at")
+        rows = await self.fetch_all("SELECT chat_id, post_id FROM alerts WHERE status='held' ORDER BY created_at")
         return [(int(r[0]), int(r[1])) for r in rows]
 
     async def alerts_for_chat(self, chat_id: int) -> list[tuple[int, str]]:
-        rows = await self.db.execute_fetchall("SELECT post_id, status FROM alerts WHERE chat_id=? ORDER BY created_at", (chat_id,))
+        rows = await self.fetch_all("SELECT post_id, status FROM alerts WHERE chat_id=? ORDER BY created_at", (chat_id,))
         return [(int(r[0]), str(r[1])) for r in rows]
 
     # -- feedback -----------------------------------------------------------------------------
@@ -735,7 +741,7 @@ class Storage:
         )
 
     async def feedback_rows(self) -> list[sqlite3.Row]:
-        return list(await self.db.execute_fetchall(
+        return list(await self.fetch_all(
             "SELECT f.post_id, f.verdict, f.labels, p.text, p.lang, cl.labels AS model_labels, cl.addressee "
             "FROM feedback f JOIN posts p ON p.id=f.post_id LEFT JOIN classifications cl ON cl.post_id=f.post_id "
             "ORDER BY f.id"
@@ -793,7 +799,7 @@ class Storage:
             # One pass over the window: ids with their rank, filtered; Python orders them and
             # only the page's rows are read in full.
             ranked = bool(quote_fts(q.words))
-            cands = await self.db.execute_fetchall(
+            cands = await self.fetch_all(
                 f"SELECT m.id, m.r, COALESCE(cl.score, 0), p.date FROM "
                 f"(SELECT rowid AS id, bm25(posts_fts, 1.0, 0.0) AS r FROM posts_fts WHERE posts_fts MATCH ? "
                 f"ORDER BY rowid DESC LIMIT {window}) m CROSS JOIN posts p ON p.id=m.id "
@@ -810,15 +816,15 @@ class Storage:
             if not page_ids:
                 return [], total
             marks = ",".join("?" * len(page_ids))
-            rows = {int(r["id"]): r for r in await self.db.execute_fetchall(
+            by_id = {int(r["id"]): r for r in await self.fetch_all(
                 f"{select} FROM posts p {joins} WHERE p.id IN ({marks})", tuple(page_ids))}
             snippets = await self._snippets(match, page_ids) if ranked else {}
-            return [self._row_to_post(rows[i], snippets.get(i)) for i in page_ids if i in rows], total
+            return [self._row_to_post(by_id[i], snippets.get(i)) for i in page_ids if i in by_id], total
         sql_from = f"FROM posts p {joins}"
-        total_rows = await self.db.execute_fetchall(
+        total_rows = await self.fetch_all(
             f"SELECT COUNT(*) FROM (SELECT 1 {sql_from} {cond} LIMIT {window})", tuple(args))
-        rows = await self.db.execute_fetchall(f"{select} {sql_from} {cond} ORDER BY p.date DESC LIMIT ? OFFSET ?",
-                                              (*args, limit, offset))
+        rows = await self.fetch_all(f"{select} {sql_from} {cond} ORDER BY p.date DESC LIMIT ? OFFSET ?",
+                                    (*args, limit, offset))
         self.search_capped = int(total_rows[0][0]) >= window
         return [self._row_to_post(r) for r in rows], int(total_rows[0][0])
 
@@ -829,7 +835,7 @@ class Storage:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = await self.db.execute_fetchall(
+        rows = await self.fetch_all(
             f"SELECT rowid, snippet(posts_fts, 0, '\x02', '\x03', '…', 24) FROM posts_fts "
             f"WHERE posts_fts MATCH ? AND rowid IN ({marks})", (match, *ids))
         return {int(r[0]): str(r[1]) for r in rows}
@@ -850,7 +856,7 @@ class Storage:
             base_args.append(_ts(q.until))
         last = 0
         while True:
-            rows = await self.db.execute_fetchall(
+            rows = await self.fetch_all(
                 "SELECT p.id, c.key AS channel, p.message_id, p.text, p.date, p.lang, p.content_hash, p.first_seen, "
                 "p.story_id, cl.appeal, cl.score, cl.labels, cl.addressee, "
                 "(SELECT posts FROM stories s WHERE s.id=p.story_id) AS reposts, "
@@ -889,15 +895,15 @@ class Storage:
         args = (_ts(since), _ts(until))
         base = ("FROM posts p JOIN classifications cl ON cl.post_id=p.id JOIN channels c ON c.id=p.channel_id "
                 "WHERE cl.appeal=1 AND p.date>=? AND p.date<?")
-        total = (await self.db.execute_fetchall(f"SELECT COUNT(*), COUNT(DISTINCT COALESCE(p.story_id, -p.id)) {base}", args))[0]
-        posts = (await self.db.execute_fetchall("SELECT COUNT(*) FROM posts WHERE date>=? AND date<?", args))[0][0]
-        by_label = await self.db.execute_fetchall(
+        total = (await self.fetch_all(f"SELECT COUNT(*), COUNT(DISTINCT COALESCE(p.story_id, -p.id)) {base}", args))[0]
+        posts = (await self.fetch_all("SELECT COUNT(*) FROM posts WHERE date>=? AND date<?", args))[0][0]
+        by_label = await self.fetch_all(
             f"SELECT j.value, COUNT(*) {base.replace('WHERE', ', json_each(cl.labels) j WHERE')} GROUP BY j.value "
             "ORDER BY 2 DESC", args)
-        by_lang = await self.db.execute_fetchall(f"SELECT p.lang, COUNT(*) {base} GROUP BY p.lang ORDER BY 2 DESC", args)
-        by_channel = await self.db.execute_fetchall(
+        by_lang = await self.fetch_all(f"SELECT p.lang, COUNT(*) {base} GROUP BY p.lang ORDER BY 2 DESC", args)
+        by_channel = await self.fetch_all(
             f"SELECT c.key, COUNT(*) {base} GROUP BY c.key ORDER BY 2 DESC LIMIT 10", args)
-        per_day = await self.db.execute_fetchall(
+        per_day = await self.fetch_all(
             f"SELECT date(p.date, 'unixepoch') AS d, j.value, COUNT(*) "
             f"{base.replace('WHERE', ', json_each(cl.labels) j WHERE')} GROUP BY d, j.value ORDER BY d", args)
         return {
@@ -909,7 +915,7 @@ class Storage:
         }
 
     async def top_appeals(self, since: datetime, until: datetime, limit: int = 5) -> list[StoredPost]:
-        rows = await self.db.execute_fetchall(
+        rows = await self.fetch_all(
             self._POST_SELECT + " WHERE cl.appeal=1 AND p.date>=? AND p.date<? "
             "AND (p.story_id IS NULL OR p.id=(SELECT first_post_id FROM stories s WHERE s.id=p.story_id)) "
             "ORDER BY (SELECT posts FROM stories s WHERE s.id=p.story_id) DESC, cl.score DESC LIMIT ?",

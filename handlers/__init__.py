@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from telegram import Update
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
@@ -13,7 +14,6 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
-from telegram import Update
 
 from handlers import basic, channels, digests, feedback, posts, research, search, subscriptions
 from handlers.common import access_gate
@@ -56,4 +56,4 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     app.add_handler(MessageHandler(filters.COMMAND & PRIVATE_OR_GROUP, basic.unknown_command))
     app.add_handler(MessageHandler(filters.ChatType.PRIVATE & ~filters.COMMAND, basic.plain_text))
 
-    app.add_error_handler(basic.on_error)  # type: ignore[arg-type]
+    app.add_error_handler(basic.on_error)

@@ -63,7 +63,8 @@ def bot_commands() -> list[BotCommand]:
 async def start(update: Update, context: BotContext) -> None:
     chat = update.effective_chat
     if chat:
-        await context.storage.ensure_chat(chat.id, type_=chat.type, title=chat.title or chat.full_name)
+        await context.storage.ensure_chat(chat.id, type_=chat.type, title=chat.title or chat.full_name,
+                                          forward_original=context.config.alerts.forward_original)
     await reply(update, START_TEXT)
 
 

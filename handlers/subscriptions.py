@@ -54,7 +54,8 @@ async def subscribe(update: Update, context: BotContext) -> None:
     except UsageError as exc:
         await reply(update, html.escape(str(exc)))
         return
-    await context.storage.ensure_chat(chat_id, type_=type_, title=title)
+    await context.storage.ensure_chat(chat_id, type_=type_, title=title,
+                                      forward_original=context.config.alerts.forward_original)
     await context.storage.subscribe(chat_id, filters)
     default_min = context.config.alerts.min_score
     await reply(
@@ -80,7 +81,7 @@ async def subscription_button(update: Update, context: BotContext) -> None:
         await query.answer("Not subscribed any more — /subscribe first.", show_alert=True)
         return
     f = settings.filters
-    _, kind, value = (query.data.split(":", 2) + [""])[:3]
+    _, kind, value = [*query.data.split(":", 2), ""][:3]
     if kind == "done":
         await query.answer("Saved")
         await query.edit_message_text(f"🔔 Subscribed: {describe_filters(f, context.config.alerts.min_score)}.")
@@ -204,7 +205,8 @@ async def _apply_setting(context: BotContext, chat_id: int, key: str, value: str
 
 async def settings(update: Update, context: BotContext) -> None:
     chat_id, type_, title = _chat_ids(update)
-    await context.storage.ensure_chat(chat_id, type_=type_, title=title)
+    await context.storage.ensure_chat(chat_id, type_=type_, title=title,
+                                      forward_original=context.config.alerts.forward_original)
     args = command_args(update).strip()
     if args:
         key, _, value = args.partition(" ")

@@ -8,6 +8,7 @@ effectively seen.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -76,11 +77,7 @@ def load_examples(folder: Path = DATA_DIR) -> list[Example]:
     """All labelled posts with their split (posts missing from split.tsv count as train)."""
     examples = read_jsonl(data_files(folder))
     split = read_split(folder / SPLIT_FILE.name)
-    return [Example(**{**_asdict(e), "split": split.get(e.id, "train")}) for e in examples]
-
-
-def _asdict(e: Example) -> dict[str, object]:
-    return {f: getattr(e, f) for f in Example.__slots__}
+    return [dataclasses.replace(e, split=split.get(e.id, "train")) for e in examples]
 
 
 def read_split(path: Path = SPLIT_FILE) -> dict[str, str]:

@@ -39,24 +39,31 @@ UK_WORDS = frozenset(
     ще теж також лише тільки щоб бо тому після між зараз де чому тут хто всі усі весь вас нас вам нам
     вашого нашого наші ваші мене тебе себе свого своїх своїм свій своя своє ваш наш чи й із зі зараз
     сьогодні завтра вчора будь ласка дякую привіт добре так звернення здавайся здавайтеся додому мама синку
-    росіяни російський російські солдате солдати війна війни України україни""".split()
+    росіяни російський російські солдате солдати війна війни України україни
+    ми ти ви вона воно з де якщо завжди багато трохи разом будуть хочуть кажуть каже кажу чекаю чекати вдома
+    мамо тату сину хлопче друже брате живий зброю зброя ворог ворога ворогу полон полону хвилюйся поки
+    вибач пробач життя жити росія повертайся повертайтеся тримайся складайте""".split()
 )
 RU_WORDS = frozenset(
     """что это как но или его она они мы вы от для когда этот эта эти нет будет быть надо можно очень уже
     ещё тоже также только чтобы потому после между сейчас где почему здесь кто все весь вас нас вам нам
     вашего нашего наши ваши меня тебя себя своего своих своим свой своя своё ваш наш ли и со сегодня
     завтра вчера пожалуйста спасибо привет хорошо так обращение сдавайся сдавайтесь домой мама сынок
-    россияне российский российские солдат солдаты война войны Украины украины""".split()
+    россияне российский российские солдат солдаты война войны Украины украины
+    да если всегда много вместе ребята жду ждём ждем конечно нужно жизнь оружие плен враг врага пока иди идите
+    уходи уходите будут говорят хотят сынок мать волнуйся возвращайся держись""".split()
 )
 EN_WORDS = frozenset(
     """the and you your to of is are will not be this that with for from on in at we they he she it our
     their have has was were do don't can if or but all who what when where here there now soldier soldiers
-    russian russians surrender lay down arms home""".split()
+    russian russians surrender lay down arms home hello hi please thanks thank yes no go stop mom mother son
+    alive shoot leave come back stay""".split()
 )
 RU_TRANSLIT = frozenset(
     """chto shto eto kak ty vy my on ona oni privet spasibo pozhaluysta da net soldat soldaty sdavaysya
     sdavaytes domoy mama zhit khochu hochu rossiya rossii russkiy russkie vse tolko budet nado seychas
-    segodnya tebya menya kogda gde pochemu zdes ochen horosho khorosho dela voyna voiny bratan""".split()
+    segodnya tebya menya kogda gde pochemu zdes ochen horosho khorosho dela voyna voiny bratan nashi vashi
+    vragi vrag rossiyane idite ukhodite uhodite plen zhivoy synok""".split()
 )
 UK_TRANSLIT = frozenset(
     """shcho scho yak tse ye dyakuyu diakuiu pryvit slava ukraini ukrayini heroyam heroiam bude treba duzhe
@@ -70,6 +77,20 @@ RU_WORDS = RU_WORDS - _SHARED - {"мама", "весь", "своя", "ваш", "
 
 # Letters of other Cyrillic languages (Belarusian ў, Serbian and Macedonian letters).
 OTHER_CYR_LETTERS = frozenset("ўЎђјљњћџЂЈЉЊЋЏѓќѕЃЌЅ")
+# Bulgarian writes ъ as a vowel (път, държава, оръжие); Russian only before е ё ю я (подъезд).
+# Without this, ъ made Bulgarian count as Russian.
+_BG_HARD_SIGN = re.compile(r"ъ(?=[^еёюяЕЁЮЯ])", re.IGNORECASE)
+BG_WORDS = frozenset("това тези са сме сте във със като които който която което защото трябва ние вие няма".split())
+# An apostrophe inside a Cyrillic word (м'ясо, п'ять, сім'я) is Ukrainian spelling; Russian writes ъ or ь.
+_UK_APOSTROPHE = re.compile(r"[^\W\d_]['’ʼ][^\W\d_]")
+
+
+def _other_cyrillic(word: str) -> bool:
+    return (
+        any(ch in OTHER_CYR_LETTERS for ch in word)
+        or bool(_BG_HARD_SIGN.search(word))
+        or word.lower() in BG_WORDS
+    )
 
 
 def _strip_noise(text: str) -> str:
@@ -99,14 +120,14 @@ def _langdetect(text: str) -> dict[str, float]:
 
 
 def _decide_cyrillic(words: list[str], text: str) -> tuple[str, float]:
-    other_words = sum(any(ch in OTHER_CYR_LETTERS for ch in w) for w in words)
+    other_words = sum(_other_cyrillic(w) for w in words)
     if other_words and other_words >= 0.2 * len(words):
         return "other", round(min(0.9, 0.5 + other_words / len(words)), 3)
     uk = ru = 0.0
     for w in words:
         lw = w.lower()
-        has_uk = any(ch in UK_LETTERS for ch in w)
-        has_ru = any(ch in RU_LETTERS for ch in w)
+        has_uk = any(ch in UK_LETTERS for ch in w) or bool(_UK_APOSTROPHE.search(w))
+        has_ru = any(ch in RU_LETTERS for ch in w) and not _BG_HARD_SIGN.search(w)
         if has_uk and not has_ru:
             uk += 1.0
         elif has_ru and not has_uk:
@@ -144,7 +165,10 @@ def _decide_latin(words: list[str], text: str) -> tuple[str, float]:
     uk_hits = sum(w in UK_TRANSLIT for w in lower)
     probs = _langdetect(text)
     p_en = probs.get("en", 0.0)
-    if en_hits >= max(1, ru_hits + uk_hits) and (p_en > 0.2 or en_hits >= 2 or len(lower) <= 3):
+    # A couple of English-looking words ("do", "was", "no") occur in Polish, German, Spanish...:
+    # outside very short posts they count only when langdetect agrees or they are frequent.
+    frequent = en_hits >= 2 and en_hits >= 0.3 * len(lower)
+    if en_hits >= max(1, ru_hits + uk_hits) and (p_en > 0.2 or frequent or len(lower) <= 3):
         return "en", round(max(p_en, min(0.95, 0.5 + 0.1 * en_hits)), 3)
     if ru_hits + uk_hits >= 2 or (ru_hits + uk_hits >= 1 and len(lower) <= 3):
         lang = "uk" if uk_hits > ru_hits else "ru"

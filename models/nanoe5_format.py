@@ -129,7 +129,7 @@ def read_image(path: Path) -> E5Image:
         if rows * cols != count:
             raise FormatError(f"tensor {name}: {count} elements, expected {rows}×{cols}")
         if dtype == _DTYPE_F32:
-            arr = np.frombuffer(raw, dtype="<f4", count=count).reshape(rows, cols).copy()
+            arr = np.frombuffer(raw, dtype="<f4", count=int(count)).reshape(rows, cols).copy()
         else:
             arr = dequantize_q4_0(raw, rows, cols)
         image.tensors[name] = arr.squeeze(0) if rows == 1 else arr

@@ -47,7 +47,7 @@ class EmbeddingCache:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(self.path, **self.vectors)
+        np.savez(self.path, **self.vectors)  # type: ignore[arg-type]
 
 
 def text_key(text: str) -> str:
@@ -126,6 +126,8 @@ def _fold(w: np.ndarray, b: np.ndarray | float, mean: np.ndarray, std: np.ndarra
 def fit_heads(x: np.ndarray, examples: Sequence[Example], *, encoder_id: str, seed: int = 0) -> Heads:
     from sklearn.linear_model import LogisticRegression
 
+    examples = list(examples)
+
     y = np.array([e.appeal for e in examples])
     xs, mean, std = _scaled(x)
     c, thr, _ = _fit_binary(xs, y, seed)
@@ -179,7 +181,7 @@ def evaluate_predictions(examples: Sequence[Example], predicted: Sequence[dict[s
         if not sel.any():
             continue
         lp, lr_, lf = _f1(y[sel], p[sel])
-        acc = np.mean([langs[i] == examples[i].lang for i in np.flatnonzero(sel)])
+        acc = np.mean([langs[int(i)] == examples[int(i)].lang for i in np.flatnonzero(sel)])
         per_lang[lang] = {"n": int(sel.sum()), "appeal_precision": round(lp, 4), "appeal_recall": round(lr_, 4),
                           "appeal_f1": round(lf, 4), "language_accuracy": round(float(acc), 4)}
     ruuk = [i for i, e in enumerate(examples) if e.lang in ("ru", "uk")]
