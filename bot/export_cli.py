@@ -22,7 +22,7 @@ async def run_export(cfg: Config, args: argparse.Namespace) -> int:
     await storage.open()
     try:
         # a local file written row by row as the rows stream in
-        out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8", newline="")  # noqa: SIM115, ASYNC230
+        out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8", newline="")  # noqa: ASYNC230
         try:
             writer = write_csv if args.format == "csv" else write_json
             n = await writer(storage.iter_export(q), out)
