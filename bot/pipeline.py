@@ -65,7 +65,7 @@ class Pipeline:
         batch_size: int = 32,
         linger: float = 0.02,
         story_window: timedelta = timedelta(hours=48),
-        story_similarity: float = 0.93,
+        story_similarity: float = 0.94,
     ) -> None:
         self.storage = storage
         self.scorer = scorer
