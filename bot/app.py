@@ -24,6 +24,7 @@ from bot.config import Config
 from bot.context import SERVICES_KEY, BotContext
 from bot.pipeline import Pipeline
 from bot.scheduling import schedule_all
+from bot.semantic import VectorIndex
 from bot.services import Services
 from bot.storage import Storage
 from bot.telegram_adapter import TelegramSender
@@ -101,9 +102,12 @@ def build_application(config: Config, *, classifier: Any = None, start_sources: 
             story_window=timedelta(hours=config.alerts.story_window_hours), default_tz=config.digest.timezone,
             text_limit=config.alerts.text_limit,
         )
+        vectors = VectorIndex(int(getattr(getattr(clf, "encoder", None), "dim", 384)))
+        await vectors.load(storage)
         pipeline = Pipeline(storage, clf, alerts=dispatcher, batch_size=config.model.batch_size,
-                            story_window=timedelta(hours=config.alerts.story_window_hours))
-        services = Services(config=config, storage=storage, pipeline=pipeline, alerts=dispatcher, classifier=clf)
+                            story_window=timedelta(hours=config.alerts.story_window_hours), on_appeal=vectors.add)
+        services = Services(config=config, storage=storage, pipeline=pipeline, alerts=dispatcher, classifier=clf,
+                            vectors=vectors)
         app.bot_data[SERVICES_KEY] = services
         pipeline.start()
         from handlers.basic import bot_commands

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -66,6 +66,7 @@ class Pipeline:
         linger: float = 0.02,
         story_window: timedelta = timedelta(hours=48),
         story_similarity: float = 0.94,
+        on_appeal: Callable[[int, np.ndarray], None] | None = None,
     ) -> None:
         self.storage = storage
         self.scorer = scorer
@@ -74,6 +75,7 @@ class Pipeline:
         self.linger = linger
         self.story_window = story_window
         self.story_similarity = story_similarity
+        self.on_appeal = on_appeal  # e.g. the semantic search index
         self.stats = PipelineStats()
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -250,6 +252,8 @@ class Pipeline:
         self.stats.appeals += len(appeals)
         for pid, vec in appeals:
             await self._assign_story(pid, vec)
+            if self.on_appeal is not None:
+                self.on_appeal(pid, vec)
         return ids
 
     async def _assign_story(self, post_id: int, vector: np.ndarray) -> None:

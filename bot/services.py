@@ -9,6 +9,7 @@ from typing import Any
 from bot.alerts import AlertDispatcher
 from bot.config import Config
 from bot.pipeline import Pipeline
+from bot.semantic import VectorIndex
 from bot.storage import Storage
 
 
@@ -19,6 +20,11 @@ class Services:
     pipeline: Pipeline
     alerts: AlertDispatcher
     classifier: Any
+    vectors: VectorIndex | None = None
     web_source: Any = None
     search_sessions: dict[str, Any] = field(default_factory=dict)
     background: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def embed_query(self, text: str) -> Any:
+        """One search query's embedding (runs on a worker thread)."""
+        return self.classifier.encoder.embed([text])[0]

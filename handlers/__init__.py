@@ -38,7 +38,7 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         ("channels", channels.channels), ("status", channels.status),
         ("watch", channels.watch), ("unwatch", channels.unwatch),
         ("relabel", feedback.relabel),
-        ("export", research.export), ("trend", research.trend),
+        ("export", research.export), ("trend", research.trend), ("similar", search.similar),
     ]
     for name, callback in commands:
         app.add_handler(CommandHandler(name, callback, filters=PRIVATE_OR_GROUP))

@@ -21,6 +21,7 @@ COMMANDS: list[tuple[str, str, str]] = [
      "/settings digest daily 08:00 · /settings timezone Europe/Kyiv · /settings forward on"),
     ("search", "search the archive", "/search амністія lang:uk · /search сдавайся label:surrender since:2026-01-01"),
     ("digest", "summary of a period", "/digest · /digest 7d · /digest 2026-03-01..2026-03-31"),
+    ("similar", "appeals like a given post, in any language", "/similar https://t.me/channel/123"),
     ("trend", "chart of appeals per day", "/trend · /trend surrender 90d"),
     ("export", "CSV and JSON of posts (same filters as /search)", "/export label:pow since:2026-01-01"),
     ("channels", "watched channels and their health", "/channels"),

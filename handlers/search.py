@@ -11,6 +11,7 @@ from bot.alerts import LANG_NAMES, Button, Rendered, channel_link, labels_text
 from bot.context import BotContext
 from bot.domain import StoredPost
 from bot.queries import UsageError, parse_search
+from bot.semantic import HybridResult, hybrid_search, similar_posts
 from bot.storage import SearchQuery
 from bot.telegram_adapter import keyboard
 from handlers.common import command_args, reply
@@ -54,6 +55,13 @@ def render_page(q: SearchQuery, posts: list[StoredPost], total: int, page: int, 
     return Rendered(f"{head} · page {page + 1}/{pages}\n\n{body}", (tuple(nav),) if pages > 1 else ())
 
 
+async def _run(context: BotContext, q: SearchQuery, page: int) -> HybridResult:
+    """Full-text ranks fused with cross-lingual vector ranks (a Ukrainian query finds Russian posts)."""
+    services = context.services
+    return await hybrid_search(context.storage, services.vectors, services.embed_query, q,
+                               limit=PAGE_SIZE, offset=page * PAGE_SIZE)
+
+
 async def search(update: Update, context: BotContext) -> None:
     raw = command_args(update)
     if not raw.strip():
@@ -70,8 +78,8 @@ async def search(update: Update, context: BotContext) -> None:
         sessions.pop(next(iter(sessions)))
     token = secrets.token_urlsafe(6)
     sessions[token] = q
-    posts, total = await context.storage.search(q, limit=PAGE_SIZE, offset=0)
-    page = render_page(q, posts, total, 0, token, context.storage.search_capped)
+    result = await _run(context, q, 0)
+    page = render_page(q, result.posts, result.total, 0, token, result.capped)
     await reply(update, page.html, page)
 
 
@@ -84,7 +92,35 @@ async def search_page(update: Update, context: BotContext) -> None:
         await query.answer("This search has expired — run /search again.", show_alert=True)
         return
     page = max(0, int(page_s))
-    posts, total = await context.storage.search(q, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
-    rendered = render_page(q, posts, total, page, token, context.storage.search_capped)
+    result = await _run(context, q, page)
+    rendered = render_page(q, result.posts, result.total, page, token, result.capped)
     await query.answer()
     await query.edit_message_text(rendered.html, reply_markup=keyboard(rendered))
+
+
+async def similar(update: Update, context: BotContext) -> None:
+    """/similar <post id or t.me link> — appeals like a given one, in any language."""
+    ref = command_args(update).strip()
+    post = None
+    if ref.isdigit():
+        post = await context.storage.get_post(int(ref))
+    elif "t.me/" in ref:
+        parts = ref.rstrip("/").split("/")
+        if len(parts) >= 2 and parts[-1].isdigit():
+            channel = f"c:{parts[-2]}" if len(parts) >= 3 and parts[-3] == "c" else parts[-2].lower()
+            post = await context.storage.find_post(channel, int(parts[-1]))
+    if not ref:
+        await reply(update, "Usage: /similar https://t.me/channel/123 (or a post number from /search)")
+        return
+    if post is None:
+        await reply(update, f"I have no stored post {html.escape(ref)}.")
+        return
+    vectors = context.services.vectors
+    hits = await similar_posts(context.storage, vectors, post.id) if vectors is not None else []
+    if not hits:
+        await reply(update, "No similar appeals stored yet.")
+        return
+    lines = [f"🧭 Appeals like {channel_link(post.channel)}/{post.message_id}:"]
+    for i, (p, sim) in enumerate(hits, 1):
+        lines.append(render_result(i, p) + f" · similarity {sim:.2f}")
+    await reply(update, "\n\n".join(lines))

@@ -178,7 +178,7 @@ async def _apply_setting(context: BotContext, chat_id: int, key: str, value: str
     if key in ("timezone", "tz"):
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a folder of the tz database
             return f"Unknown time zone “{html.escape(value)}”. Examples: Europe/Kyiv, Europe/Berlin, UTC."
         await storage.update_chat(chat_id, timezone=value)
         return None
