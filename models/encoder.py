@@ -53,10 +53,16 @@ class TextEncoding:
 class Encoder:
     """multilingual-e5-small (or any BERT-like encoder) with E5's query prefix and mean pooling."""
 
-    def __init__(self, tokenizer: Any, model: Any, *, batch_size: int = 32, stride: int = 64) -> None:
+    def __init__(
+        self, tokenizer: Any, model: Any, *, batch_size: int = 32, stride: int = 64, max_batch_tokens: int = 2048
+    ) -> None:
         self.tokenizer = tokenizer
         self.model = model
         self.batch_size = batch_size
+        # A batch is padded to its longest window: cap rows × width, or one long post makes
+        # 31 short ones pay for its length (a fixed 32- or 64-row batch of mixed real posts
+        # cost 2-4× the CPU of encoding them one by one).
+        self.max_batch_tokens = max_batch_tokens
         self.max_tokens = int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512))
         self.stride = stride
         self.dim = int(model.config.hidden_size)
@@ -110,10 +116,15 @@ class Encoder:
             for ids, offs in self._windows_of(text):
                 items.append((i, ids, offs))
         order = sorted(range(len(items)), key=lambda k: len(items[k][1]))
+        chunks: list[list[int]] = []
+        for k in order:  # ascending length: the window being added sets the batch's width
+            rows = len(chunks[-1]) if chunks else 0
+            if not chunks or rows >= self.batch_size or (rows + 1) * len(items[k][1]) > self.max_batch_tokens:
+                chunks.append([])
+            chunks[-1].append(k)
         results: list[Window | None] = [None] * len(items)
         with torch.inference_mode():
-            for b in range(0, len(order), self.batch_size):
-                chunk = order[b : b + self.batch_size]
+            for chunk in chunks:
                 width = max(len(items[k][1]) for k in chunk)
                 input_ids = torch.full((len(chunk), width), self.pad, dtype=torch.long)
                 mask = torch.zeros((len(chunk), width), dtype=torch.long)

@@ -1,0 +1,400 @@
+"""The appeal classifier with the real model (converted encoder + committed heads).
+
+All posts below are written for these tests (none is copied from models/data). Where
+the model is imperfect the bar is a share of a list, stated next to the list with the
+reason; a case the model gets wrong is named in the assertion message when a bar fails,
+never silently dropped from the list.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from models.dataset import load_examples
+from models.training import evaluate_predictions
+
+MIL, FAM, PUB = "ru_military", "ru_families", "ru_public"
+
+# (post, a label it must carry, the addressees that make sense for it)
+CLEAR_APPEALS: list[tuple[str, str, set[str]]] = [
+    # -- Russian, Ukraine → Russia
+    (
+        "Солдаты российской армии! Звоните на горячую линию «Хочу жить»: +38 066 000 00 00 или пишите в "
+        "телеграм-бот. Сдавайтесь в плен — вам гарантируют жизнь, еду и обращение по Женевской конвенции.",
+        "surrender", {MIL},
+    ),
+    (
+        "Не подписывайте контракт, уезжайте домой. Вас отправят в штурм через две недели, а деньги получат "
+        "другие. Откажитесь, пока не поздно.",
+        "desertion", {MIL, FAM, PUB},
+    ),
+    (
+        "Русский солдат, брось технику и уходи домой. Не выполняй преступных приказов, не стреляй.",
+        "desertion", {MIL},
+    ),
+    (
+        "Матери российских солдат! Если ваш сын пропал на фронте, он может быть у нас в плену. Пришлите его "
+        "фамилию и дату рождения — мы поможем найти его и сообщим, жив ли он.",
+        "family", {FAM},
+    ),
+    (
+        "Мама, это я, Саша. Я в плену, меня не бьют, кормят. Прости, что не послушал тебя и подписал этот "
+        "контракт. Пожалуйста, добивайся обмена, пиши в министерство.",
+        "pow", {FAM},
+    ),
+    ("Россияне, вы не наши враги, ваш телевизор вам врёт.", "civilians", {PUB}),
+    (
+        "Россияне, вы не наши враги, ваш телевизор вам врёт. Пока вы молчите, ваших детей отправляют умирать "
+        "за чужие дворцы. Выходите и говорите правду.",
+        "civilians", {PUB},
+    ),
+    (
+        "Оккупант, запомни: здесь вас ждёт только смерть. Каждый метр нашей земли станет твоей могилой. "
+        "Уходи, пока можешь.",
+        "threat", {MIL},
+    ),
+    # -- Ukrainian, Ukraine → Russia
+    (
+        "Російські військові! Телефонуйте на гарячу лінію «Хочу жити» або пишіть у чат-бот. Здайтеся в "
+        "полон — вам гарантують життя, їжу та поводження згідно з Женевською конвенцією.",
+        "surrender", {MIL},
+    ),
+    (
+        "Не підписуйте контракт з міноборони РФ, їдьте додому. Вас кинуть у штурм за два тижні, а гроші "
+        "отримають інші.",
+        "desertion", {MIL, FAM, PUB},
+    ),
+    (
+        "Матері російських солдатів! Якщо ваш син зник на фронті, він може бути у нас у полоні. Надішліть "
+        "його прізвище та дату народження — ми допоможемо його знайти.",
+        "family", {FAM},
+    ),
+    (
+        "Полонений окупант із 155-ї бригади записав звернення до матері: «Мамо, я живий, я в полоні. Мене "
+        "обдурили, сказали, що це навчання. Не вірте телевізору, вимагайте обміну».",
+        "pow", {FAM},
+    ),
+    (
+        "Росіяни, ви не наші вороги, ваш телевізор вам бреше. Поки ви мовчите, ваших дітей відправляють "
+        "помирати за чужі палаци.",
+        "civilians", {PUB},
+    ),
+    (
+        "Окупанте, запам'ятай: тут на тебе чекає лише смерть. Кожен метр нашої землі стане твоєю могилою.",
+        "threat", {MIL},
+    ),
+    # -- English, Ukraine → Russia
+    (
+        "Russian soldiers! Call the 'I Want to Live' hotline or message the chat bot. Surrender and you are "
+        "guaranteed life, food and treatment under the Geneva Conventions.",
+        "surrender", {MIL},
+    ),
+    (
+        "Don't sign the contract, go home. They will throw you into an assault within two weeks and someone "
+        "else will get the money. Refuse while you still can.",
+        "desertion", {MIL, FAM, PUB},
+    ),
+    (
+        "Mothers of Russian soldiers! If your son went missing at the front, he may be a prisoner here. Send "
+        "us his surname and date of birth and we will help you find him.",
+        "family", {FAM},
+    ),
+    (
+        "A captured Russian soldier sends a message to his mother: 'Mum, I'm alive, I'm a prisoner. They lied "
+        "to us, they said it was an exercise. Please ask for an exchange.'",
+        "pow", {FAM},
+    ),
+    (
+        "Russians, you are not our enemies. Your television is lying to you. While you stay silent, your "
+        "children are sent to die for someone else's palaces.",
+        "civilians", {PUB},
+    ),
+    (
+        "Occupier, remember: only death awaits you here. Every metre of our land will become your grave.",
+        "threat", {MIL},
+    ),
+    # -- Russia → Ukraine
+    (
+        "Солдаты ВСУ! Ваши командиры давно вас списали. Выходите на частоту 149.200, складывайте оружие — мы "
+        "гарантируем вам жизнь и скорый обмен. Не умирайте за чужие интересы.",
+        "surrender", {"ua_military"},
+    ),
+    (
+        "Бійці ЗСУ, вас кинули без ротації й боєприпасів. Складайте зброю і виходьте з білим прапором — вам "
+        "збережуть життя.",
+        "surrender", {"ua_military"},
+    ),
+    (
+        "Українські воїни! Ваше командування вас зрадило. Переходьте на наш бік — частота 149.200, вам "
+        "гарантують життя.",
+        "surrender", {"ua_military"},
+    ),
+]
+
+# Not appeals: reports about appeals, calls to one's own side, and words that only look like appeals.
+HARD_NEGATIVES: list[str] = [
+    "Горячая линия «Хочу жить» сообщила, что за сентябрь получила 2 400 звонков от российских военных, из них "
+    "около 300 — от их родственников. Координаторы отмечают рост обращений из Курской области.",
+    "Проєкт «Хочу жити» за вересень прийняв 2400 дзвінків від російських військових — це рекорд з початку "
+    "війни, повідомили в ГУР.",
+    "Состоялся очередной обмен пленными: домой вернулись 95 украинских защитников, среди них 12 нацгвардейцев. "
+    "Россия получила столько же своих военных.",
+    "Повітряна тривога в Києві та області! Загроза балістичного ракетного удару. Негайно пройдіть в укриття.",
+    "Збираємо на дрони для нашої 47-ї бригади! Ціль — 300 000 грн. Банка: monobank. Кожна гривня рятує життя "
+    "наших хлопців на фронті.",
+    "Военнообязанные, сдавайте документы в ТЦК до пятницы, иначе будет штраф. Приём с 9 до 17, при себе иметь "
+    "паспорт и военный билет.",
+    "Військовозобов'язані, здайте документи до ТЦК до п'ятниці. Прийом з 9:00 до 17:00, при собі мати паспорт "
+    "і військовий квиток.",
+    "Мама, я доехал нормально, поезд опоздал на час. Позвоню вечером, не волнуйся. Передай папе, что заберу "
+    "инструменты в субботу.",
+    "Мамо, я доїхав нормально, потяг запізнився на годину. Подзвоню ввечері, не хвилюйся.",
+    "Не сдавайтесь, парни! Счёт 0:2, но впереди ещё тайм. Вперёд, «Динамо»!",
+    "Don't give up, lads! 0-2 down but there's still a half to play. Come on Dynamo!",
+    "Russia's defence ministry said 40 Ukrainian soldiers surrendered near Pokrovsk; the claim could not be "
+    "independently verified.",
+    "Donate blood tomorrow at the city hospital, 9 am to 2 pm. Our wounded need all groups, especially O negative.",
+]
+
+# Bars (see the report): the heads are linear probes on a frozen 4-bit encoder, trained on
+# ~630 synthetic posts; on the test split they reach appeal F1 0.955, label macro-F1 0.77 and
+# addressee accuracy 0.75. Clear cases must do better than those averages, but a single
+# borderline score must not make the suite flaky, hence shares rather than "every one".
+MIN_DETECTED = 0.9  # ≥ 90 % of the clear appeals detected (≤ 2 of 23 missed)
+MIN_LABEL_OK = 0.85  # ≥ 85 % of them detected *and* carrying the expected label
+MIN_ADDRESSEE_OK = 0.8  # ≥ 80 % with a sensible addressee (test-split accuracy is 0.75)
+MAX_FALSE_POSITIVES = 1  # of 13 hard negatives; each of them is a rule spelt out in TAXONOMY.md
+
+
+@pytest.fixture(scope="module")
+def clear_results(classifier):  # type: ignore[no-untyped-def]
+    return classifier.classify([t for t, _, _ in CLEAR_APPEALS])
+
+
+@pytest.fixture(scope="module")
+def negative_results(classifier):  # type: ignore[no-untyped-def]
+    return classifier.classify(HARD_NEGATIVES)
+
+
+def _describe(text: str, r) -> str:  # type: ignore[no-untyped-def]
+    return f"{r.score:.3f} {r.labels} {r.addressee}: {text[:60]}"
+
+
+def test_clear_appeals_are_detected(clear_results) -> None:  # type: ignore[no-untyped-def]
+    missed = [_describe(t, r) for (t, _, _), r in zip(CLEAR_APPEALS, clear_results, strict=True) if not r.appeal]
+    assert 1 - len(missed) / len(CLEAR_APPEALS) >= MIN_DETECTED, missed
+
+
+def test_clear_appeals_carry_the_expected_label(clear_results) -> None:  # type: ignore[no-untyped-def]
+    wrong = [
+        f"want {label}: " + _describe(t, r)
+        for (t, label, _), r in zip(CLEAR_APPEALS, clear_results, strict=True)
+        if not (r.appeal and label in r.labels)
+    ]
+    assert 1 - len(wrong) / len(CLEAR_APPEALS) >= MIN_LABEL_OK, wrong
+
+
+def test_clear_appeals_have_a_sensible_addressee(clear_results) -> None:  # type: ignore[no-untyped-def]
+    wrong = [
+        f"want {sorted(ok)}: " + _describe(t, r)
+        for (t, _, ok), r in zip(CLEAR_APPEALS, clear_results, strict=True)
+        if r.appeal and r.addressee not in ok
+    ]
+    detected = sum(r.appeal for r in clear_results)
+    assert 1 - len(wrong) / detected >= MIN_ADDRESSEE_OK, wrong
+
+
+def test_every_label_is_recognised_somewhere(clear_results) -> None:  # type: ignore[no-untyped-def]
+    # each of the six labels is predicted, as expected, for at least two of its clear cases
+    from bot.domain import LABELS
+
+    for name in LABELS:
+        hits = sum(
+            1 for (_, label, _), r in zip(CLEAR_APPEALS, clear_results, strict=True)
+            if label == name and r.appeal and name in r.labels
+        )
+        assert hits >= 2, name
+
+
+def test_direction_is_told_apart(clear_results) -> None:  # type: ignore[no-untyped-def]
+    # the side addressed (ru_* or ua_*) is the most basic part of the addressee: at most one
+    # clear case may get it wrong (today: the Ukrainian relay of a Russian POW's words to
+    # his mother, addressed ua_public)
+    wrong = [
+        _describe(t, r)
+        for (t, _, ok), r in zip(CLEAR_APPEALS, clear_results, strict=True)
+        if r.appeal and r.addressee and r.addressee.split("_")[0] != next(iter(ok)).split("_")[0]
+    ]
+    assert len(wrong) <= 1, wrong
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_canonical_russian_appeals_each_pass(clear_results, index: int) -> None:  # type: ignore[no-untyped-def]
+    # the eight Russian-language Ukraine→Russia cases are the core use: every one must pass
+    text, label, _ = CLEAR_APPEALS[index]
+    r = clear_results[index]
+    assert r.appeal and label in r.labels, _describe(text, r)
+
+
+def test_hard_negatives_are_not_appeals(negative_results) -> None:  # type: ignore[no-untyped-def]
+    false_pos = [_describe(t, r) for t, r in zip(HARD_NEGATIVES, negative_results, strict=True) if r.appeal]
+    assert len(false_pos) <= MAX_FALSE_POSITIVES, false_pos
+
+
+def test_non_appeals_carry_no_labels_addressee_or_reasons(negative_results) -> None:  # type: ignore[no-untyped-def]
+    for r in negative_results:
+        if not r.appeal:
+            assert r.labels == () and r.addressee is None and r.reasons == ()
+
+
+# -- reasons ---------------------------------------------------------------------------------
+
+
+def _in_text(reason: str, text: str) -> bool:
+    norm = " ".join(text.split())
+    return reason in norm or (reason.endswith("…") and reason[:-1].rstrip() in norm)
+
+
+def test_reasons_are_phrases_of_the_post(clear_results) -> None:  # type: ignore[no-untyped-def]
+    for (text, _, _), r in zip(CLEAR_APPEALS, clear_results, strict=True):
+        if not r.appeal:
+            continue
+        assert r.reasons, _describe(text, r)
+        assert len(r.reasons) <= 3
+        for reason in r.reasons:
+            assert reason.strip(), text
+            assert _in_text(reason, text), (reason, text)
+
+
+# -- long posts: windowing -------------------------------------------------------------------
+
+DIGEST_ITEMS = [
+    "В Харькове восстановили подачу электроэнергии после ночного обстрела, пострадавших нет.",
+    "Кабмин утвердил новые тарифы на газ для населения, они вступят в силу с первого числа.",
+    "В Одессе открылся обновлённый морской вокзал, первые паромы ожидают на следующей неделе.",
+    "Синоптики обещают похолодание и мокрый снег в западных областях в выходные.",
+    "Национальный банк сохранил учётную ставку, аналитики ожидают замедления инфляции.",
+    "В Днепре завершили ремонт моста, движение по нему откроют в понедельник утром.",
+    "Футбольный клуб из Львова подписал контракт с молодым вратарём из Чехии.",
+    "Во Львове прошёл книжный фестиваль, его посетили более двадцати тысяч человек.",
+]
+DIGEST = "Дайджест новостей за день.\n\n" + "\n\n".join(
+    f"{i + 1}. {item}" for i, item in enumerate(DIGEST_ITEMS * 4)
+)
+HIDDEN_APPEAL = (
+    "И напоследок, обращение к российским военным от ГУР: солдаты, сдавайтесь в плен! Звоните на горячую "
+    "линию «Хочу жить», вам гарантируют жизнь, еду и безопасность по Женевской конвенции."
+)
+
+
+def test_appeal_at_the_end_of_a_long_digest_is_found(classifier) -> None:  # type: ignore[no-untyped-def]
+    n_tokens = len(classifier.encoder.tokenizer(DIGEST, add_special_tokens=False)["input_ids"])
+    assert n_tokens > 600
+    text = DIGEST + "\n\n" + HIDDEN_APPEAL
+    half = len(DIGEST) // 2
+    cut = DIGEST.index("\n\n", half)
+    middle = DIGEST[:cut] + "\n\n" + HIDDEN_APPEAL + DIGEST[cut:]
+    plain, with_appeal, in_middle = classifier.classify([DIGEST, text, middle])
+    assert not plain.appeal, plain.score  # the digest alone is news
+    for found in (with_appeal, in_middle):
+        assert found.appeal, found.score
+        assert "surrender" in found.labels
+        # the explanation points into the appeal, not into the news around it
+        assert found.reasons
+        assert any(_in_text(reason, HIDDEN_APPEAL) for reason in found.reasons), found.reasons
+
+
+# -- robustness and contract -----------------------------------------------------------------
+
+ODD_INPUTS = ["", "   ", "😀🔥🇺🇦", "🏳️", "https://t.me/some_channel/12345", "149.200", "@channel", "Ь" * 10_000,
+              ("Сдавайся. " * 1000)[:10_000], "x" * 10_000]
+
+
+def test_odd_inputs_do_not_raise(classifier) -> None:  # type: ignore[no-untyped-def]
+    results = classifier.classify(ODD_INPUTS)
+    assert len(results) == len(ODD_INPUTS)
+    for text, r in zip(ODD_INPUTS, results, strict=True):
+        assert 0.0 <= r.score <= 1.0
+        assert isinstance(r.appeal, bool)
+        if not any(ch.isalpha() for ch in text):  # nothing to read: never an appeal
+            assert not r.appeal and r.score <= 0.05, text
+    empty, blank, emoji = results[:3]
+    assert (empty.lang, blank.lang, emoji.lang) == ("other", "other", "other")
+
+
+def test_non_string_input_is_treated_as_empty(classifier) -> None:  # type: ignore[no-untyped-def]
+    (r,) = classifier.classify([None])  # type: ignore[list-item]
+    assert not r.appeal and r.lang == "other"
+
+
+def test_empty_batch(classifier) -> None:  # type: ignore[no-untyped-def]
+    assert classifier.classify([]) == []
+
+
+def test_batch_equals_one_at_a_time(classifier) -> None:  # type: ignore[no-untyped-def]
+    texts = [CLEAR_APPEALS[0][0], HARD_NEGATIVES[0], "Сдавайся", "😀", CLEAR_APPEALS[11][0],
+             DIGEST + "\n\n" + HIDDEN_APPEAL, HARD_NEGATIVES[5], CLEAR_APPEALS[16][0]]
+    batched = classifier.classify(texts)
+    for text, b in zip(texts, batched, strict=True):
+        (single,) = classifier.classify([text])
+        assert abs(b.score - single.score) <= 1e-4, text[:40]
+        for name, value in b.label_scores.items():
+            assert abs(value - single.label_scores[name]) <= 1e-4, (name, text[:40])
+        assert b.lang == single.lang
+        if abs(b.score - classifier.threshold) > 1e-3:  # decisions agree away from the threshold
+            assert b.appeal == single.appeal
+            assert b.addressee == single.addressee
+            assert b.reasons == single.reasons
+
+
+def test_scores_are_probabilities(clear_results, negative_results) -> None:  # type: ignore[no-untyped-def]
+    for r in [*clear_results, *negative_results]:
+        assert 0.0 <= r.score <= 1.0 and not math.isnan(r.score)
+        assert all(0.0 <= v <= 1.0 for v in r.label_scores.values())
+        assert 0.0 <= r.lang_confidence <= 1.0
+
+
+def test_score_is_consistent_with_the_threshold(classifier, clear_results, negative_results) -> None:  # type: ignore[no-untyped-def]
+    # appeal is score ≥ threshold (the score is rounded to 4 places, hence the tolerance)
+    for r in [*clear_results, *negative_results]:
+        if r.appeal:
+            assert r.score >= classifier.threshold - 1e-4
+        else:
+            assert r.score < classifier.threshold + 1e-4
+
+
+# -- the labelled test split -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def test_split_metrics(classifier):  # type: ignore[no-untyped-def]
+    """Classify the 134 test posts once; every metric below reads this."""
+    examples = [e for e in load_examples() if e.split == "test"]
+    rows = []
+    for i in range(0, len(examples), 64):
+        for c in classifier.classify([e.text for e in examples[i : i + 64]]):
+            rows.append({"appeal": c.appeal, "labels": list(c.labels), "addressee": c.addressee, "lang": c.lang,
+                         "score": c.score})
+    return evaluate_predictions(examples, rows)
+
+
+def test_test_split_appeal_f1(test_split_metrics) -> None:  # type: ignore[no-untyped-def]
+    assert test_split_metrics["n"] >= 100
+    assert test_split_metrics["appeal_f1"] >= 0.92, test_split_metrics
+
+
+def test_test_split_per_language(test_split_metrics) -> None:  # type: ignore[no-untyped-def]
+    # no language is left behind: appeal F1 ≥ 0.88 in each of ru, uk, en (overall bar 0.92,
+    # per-language sets are 28-56 posts, so one error moves them by 2-4 points)
+    for lang in ("ru", "uk", "en"):
+        assert test_split_metrics["per_language"][lang]["appeal_f1"] >= 0.88, (lang, test_split_metrics)
+
+
+def test_test_split_language_and_labels(test_split_metrics) -> None:  # type: ignore[no-untyped-def]
+    assert test_split_metrics["language_accuracy"] >= 0.98
+    assert test_split_metrics["ru_uk_confusion"] <= 0.01
+    # labels are harder (desertion vs surrender is ambiguous even for annotators): a
+    # regression guard below the committed heads' 0.77
+    assert test_split_metrics["label_macro_f1"] >= 0.7, test_split_metrics["label_f1"]
