@@ -245,7 +245,8 @@ class AlertDispatcher:
             post = await self.storage.get_post(post_id)
             if post is None:
                 continue
-            await self.storage.finish_alert(chat_id, post_id, "pending")
+            if not await self.storage.release_held(chat_id, post_id):
+                continue  # another delivery run took it
             await self._send(chat, post)
             sent += 1
         return sent

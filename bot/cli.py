@@ -229,10 +229,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="appealwatch", description="Find appeals across the front line in Telegram channels.")
-    p.add_argument("--config", help="TOML configuration file (default: ./config.toml if present, else defaults)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # --config and -v work before or after the command (`appealwatch run --config FILE`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS,
+                        help="TOML configuration file (default: ./config.toml if present, else defaults)")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    p = argparse.ArgumentParser(prog="appealwatch", description="Find appeals across the front line in Telegram channels.",
+                                parents=[common])
+    p.set_defaults(config=None, verbose=False)
     sub = p.add_subparsers(dest="command", required=True)
+    _add_parser = sub.add_parser
+
+    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return _add_parser(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     s = sub.add_parser("run", help="run the bot (the demo when no token is set)")
     s.set_defaults(func=cmd_run)

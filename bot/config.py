@@ -225,7 +225,7 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
     tz = d.take("timezone", str, "Europe/Kyiv")
     try:
         ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: "Europe" is a folder
         raise ConfigError(f"{file}: [digest] timezone: unknown time zone {tz!r} (e.g. Europe/Kyiv, UTC)") from exc
     publish = d.take("publish_to", (int, str), None)
     digest = DigestConfig(time=dtime, timezone=tz, publish_to=publish, top=int(d.number("top", 5, 1, 20)))

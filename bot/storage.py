@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import re
 import sqlite3
 import time
@@ -42,6 +43,13 @@ def _ts(dt: datetime | None) -> int | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp())
+
+
+def _ts_end(dt: datetime) -> int:
+    """An exclusive period end in whole seconds, rounded up: a post from the last second counts."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return math.ceil(dt.timestamp())
 
 
 def _iso(ts: int | None) -> str | None:
@@ -723,6 +731,12 @@ class Storage:
             (status, message_id, error, int(time.time()) if status == "sent" else None, chat_id, post_id),
         )
 
+    async def release_held(self, chat_id: int, post_id: int) -> bool:
+        """Move a held alert to 'pending' — True only for the one caller that did it."""
+        cur = await self.db.execute(
+            "UPDATE alerts SET status='pending' WHERE chat_id=? AND post_id=? AND status='held'", (chat_id, post_id))
+        return cur.rowcount == 1
+
     async def held_alerts(self) -> list[tuple[int, int]]:
         rows = await self.fetch_all("SELECT chat_id, post_id FROM alerts WHERE status='held' ORDER BY created_at")
         return [(int(r[0]), int(r[1])) for r in rows]
@@ -892,7 +906,7 @@ class Storage:
             last = int(rows[-1]["id"])
 
     async def digest_counts(self, since: datetime, until: datetime, filters: Filters | None = None) -> dict[str, Any]:
-        args = (_ts(since), _ts(until))
+        args = (_ts(since), _ts_end(until))
         base = ("FROM posts p JOIN classifications cl ON cl.post_id=p.id JOIN channels c ON c.id=p.channel_id "
                 "WHERE cl.appeal=1 AND p.date>=? AND p.date<?")
         total = (await self.fetch_all(f"SELECT COUNT(*), COUNT(DISTINCT COALESCE(p.story_id, -p.id)) {base}", args))[0]
@@ -919,6 +933,6 @@ class Storage:
             self._POST_SELECT + " WHERE cl.appeal=1 AND p.date>=? AND p.date<? "
             "AND (p.story_id IS NULL OR p.id=(SELECT first_post_id FROM stories s WHERE s.id=p.story_id)) "
             "ORDER BY (SELECT posts FROM stories s WHERE s.id=p.story_id) DESC, cl.score DESC LIMIT ?",
-            (_ts(since), _ts(until), limit),
+            (_ts(since), _ts_end(until), limit),
         )
         return [self._row_to_post(r) for r in rows]

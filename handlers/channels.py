@@ -34,16 +34,20 @@ async def channels(update: Update, context: BotContext) -> None:
         await reply(update, "No channels yet. Add the bot as an admin to a channel, or /watch @public_channel (admins).")
         return
     lines = ["📡 <b>Watched channels</b>"]
-    for h in health[:60]:
+    length = 0
+    for shown, h in enumerate(health):
+        if length > 3500:  # Telegram's limit is 4096 characters per message
+            lines.append(f"… and {len(health) - shown} more")
+            break
         kind = {"bot": "bot admin", "web": "web preview", "export": "import", "forward": "forwards",
                 "telethon": "account"}.get(h.source, h.source)
         fetched = f" · fetched {_ago(h.last_fetch_ok)}" if h.source == "web" else ""
         errors = f" · ⚠️ {h.errors_24h} errors/24h" if h.errors_24h else ""
         problem = f"\n   ⛔ {html.escape(h.last_error)}" if h.last_error and h.errors_24h else ""
-        lines.append(f"• {channel_link(h.channel)} ({kind}) · {h.posts} posts · last post {_ago(h.last_post_date)}"
-                     f"{fetched}{errors}{problem}")
-    if len(health) > 60:
-        lines.append(f"… and {len(health) - 60} more")
+        line = (f"• {channel_link(h.channel)} ({kind}) · {h.posts} posts · last post {_ago(h.last_post_date)}"
+                f"{fetched}{errors}{problem}")
+        lines.append(line)
+        length += len(line) + 1
     await reply(update, "\n".join(lines))
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from telegram import Update
+from telegram import CallbackQuery, InlineKeyboardMarkup, Update
 from telegram.constants import ParseMode
+from telegram.error import BadRequest
 from telegram.ext import ApplicationHandlerStop
 
 from bot.alerts import Rendered
@@ -47,3 +48,13 @@ def command_args(update: Update) -> str:
     text = (message.text or message.caption or "") if message else ""
     parts = text.split(maxsplit=1)
     return parts[1] if len(parts) > 1 else ""
+
+
+async def edit_message(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+    """Edit the message a button belongs to; pressing a button that changes nothing is not an error."""
+    try:
+        await query.edit_message_text(text, parse_mode=ParseMode.HTML, reply_markup=markup,
+                                      link_preview_options=NO_PREVIEW)
+    except BadRequest as exc:
+        if "not modified" not in str(exc).lower():
+            raise

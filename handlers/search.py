@@ -14,7 +14,7 @@ from bot.queries import UsageError, parse_search
 from bot.semantic import HybridResult, hybrid_search, similar_posts
 from bot.storage import SearchQuery
 from bot.telegram_adapter import keyboard
-from handlers.common import command_args, reply
+from handlers.common import command_args, edit_message, reply
 
 PAGE_SIZE = 5
 MAX_SESSIONS = 2000
@@ -95,7 +95,7 @@ async def search_page(update: Update, context: BotContext) -> None:
     result = await _run(context, q, page)
     rendered = render_page(q, result.posts, result.total, page, token, result.capped)
     await query.answer()
-    await query.edit_message_text(rendered.html, reply_markup=keyboard(rendered))
+    await edit_message(query, rendered.html, keyboard(rendered))
 
 
 async def similar(update: Update, context: BotContext) -> None:

@@ -13,7 +13,7 @@ from bot.context import BotContext
 from bot.domain import LABELS, Filters
 from bot.queries import UsageError, parse_filters
 from bot.storage import ChatSettings
-from handlers.common import command_args, reply
+from handlers.common import command_args, edit_message, reply
 
 LANG_CHOICES = ("ru", "uk", "en")
 SCORE_CHOICES = (0.5, 0.7, 0.9)
@@ -84,7 +84,7 @@ async def subscription_button(update: Update, context: BotContext) -> None:
     _, kind, value = [*query.data.split(":", 2), ""][:3]
     if kind == "done":
         await query.answer("Saved")
-        await query.edit_message_text(f"🔔 Subscribed: {describe_filters(f, context.config.alerts.min_score)}.")
+        await edit_message(query, f"🔔 Subscribed: {describe_filters(f, context.config.alerts.min_score)}.")
         return
     if kind == "l" and value in LABELS:
         labels = tuple(x for x in f.labels if x != value) if value in f.labels else (*f.labels, value)
@@ -103,10 +103,8 @@ async def subscription_button(update: Update, context: BotContext) -> None:
     kb = filters_keyboard(f)
     from bot.telegram_adapter import keyboard
 
-    await query.edit_message_text(
-        f"🔔 Subscribed: {describe_filters(f, context.config.alerts.min_score)}.\nTap to narrow:",
-        reply_markup=keyboard(kb),
-    )
+    await edit_message(query, f"🔔 Subscribed: {describe_filters(f, context.config.alerts.min_score)}.\nTap to narrow:",
+                       keyboard(kb))
 
 
 # -- /settings ------------------------------------------------------------------------------------
@@ -231,7 +229,5 @@ async def settings_button(update: Update, context: BotContext) -> None:
     await query.answer(error or "Saved")
     s = await context.storage.chat_settings(chat_id)
     if s is not None:
-        await query.edit_message_text(
-            settings_text(s, context.config.digest.timezone, context.config.alerts.min_score),
-            reply_markup=keyboard(settings_keyboard(s)),
-        )
+        await edit_message(query, settings_text(s, context.config.digest.timezone, context.config.alerts.min_score),
+                           keyboard(settings_keyboard(s)))
