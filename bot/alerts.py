@@ -168,8 +168,7 @@ class AlertDispatcher:
                 continue
             if chats is None:
                 chats = await self.storage.subscribed_chats()
-            targets = [c for c in chats if self._matches(c, post)]
-            await asyncio.gather(*(self._deliver(c, post) for c in targets))
+            await self._fan_out(post, [c for c in chats if self._matches(c, post)])
 
     def _matches(self, chat: ChatSettings, post: StoredPost) -> bool:
         if chat.filters is None or post.channel in chat.muted:
@@ -177,43 +176,62 @@ class AlertDispatcher:
         return chat.filters.matches(labels=post.labels, lang=post.lang or "other", channel=post.channel,
                                     score=post.score or 0.0, default_min=self.min_score)
 
-    async def _deliver(self, chat: ChatSettings, post: StoredPost) -> None:
-        async with self._sem:
-            now = datetime.now(UTC)
-            if post.story_id is not None:
+    async def _fan_out(self, post: StoredPost, targets: list[ChatSettings]) -> None:
+        """Claim every recipient in one transaction, send concurrently, record outcomes in one.
+
+        With a hundred subscribers, per-recipient database round trips were most of the
+        fan-out's cost; claims stay exactly-once (rows are claimed before any send).
+        """
+        now = datetime.now(UTC)
+        to_send: list[ChatSettings] = []
+        to_hold: list[ChatSettings] = []
+        for chat in targets:
+            if post.story_id is not None and post.repost_count > 0:  # a story's first post can't have been sent
                 earlier = await self.storage.story_alerted(chat.chat_id, post.story_id, now - self.story_window)
                 if earlier is not None:
                     await self.storage.claim_alert(chat.chat_id, post.id, post.story_id, status="skipped")
                     self.stats.grouped += 1
                     await self._update_story_alert(chat, post, earlier)
-                    return
-            if in_quiet_hours(chat, now, self.default_tz):
-                if await self.storage.claim_alert(chat.chat_id, post.id, post.story_id, status="held"):
-                    self.stats.held += 1
-                return
-            if not await self.storage.claim_alert(chat.chat_id, post.id, post.story_id):
-                return  # already sent (or being sent) to this chat
-            await self._send(chat, post)
+                    continue
+            (to_hold if in_quiet_hours(chat, now, self.default_tz) else to_send).append(chat)
+        if to_hold:
+            held = await self.storage.claim_alerts(post.id, post.story_id, [c.chat_id for c in to_hold], "held")
+            self.stats.held += len(held)
+        if not to_send:
+            return
+        claimed = await self.storage.claim_alerts(post.id, post.story_id, [c.chat_id for c in to_send], "pending")
+        recipients = [c for c in to_send if c.chat_id in claimed]
+        outcomes = await asyncio.gather(*(self._send_one(c, post) for c in recipients))
+        await self._record(post, list(zip(recipients, outcomes, strict=True)))
+
+    async def _send_one(self, chat: ChatSettings, post: StoredPost) -> SendOutcome:
+        message = render_alert(post, text_limit=self.text_limit, forward=chat.forward_original)
+        async with self._sem:
+            try:
+                return await self.sender.send(chat.chat_id, message)
+            except Exception as exc:  # one failing recipient never stops the others
+                log.exception("alert to chat %s failed", chat.chat_id)
+                return SendOutcome("failed", error=repr(exc))
+
+    async def _record(self, post: StoredPost, results: list[tuple[ChatSettings, SendOutcome]]) -> None:
+        rows: list[tuple[int, int, str, int | None, str | None]] = []
+        for chat, outcome in results:
+            if outcome.status == "sent":
+                self.stats.sent += 1
+                self.stats.latencies.append((datetime.now(UTC) - post.date).total_seconds())
+                rows.append((chat.chat_id, post.id, "sent", outcome.message_id, None))
+            else:
+                rows.append((chat.chat_id, post.id, "failed", None, outcome.error))
+                if outcome.status == "blocked":
+                    self.stats.blocked += 1
+                    await self.storage.deactivate_chat(chat.chat_id, outcome.error or "blocked")
+                    log.info("chat %s blocked the bot; deactivated", chat.chat_id)
+                else:
+                    self.stats.failed += 1
+        await self.storage.finish_alerts(rows)
 
     async def _send(self, chat: ChatSettings, post: StoredPost) -> None:
-        message = render_alert(post, text_limit=self.text_limit, forward=chat.forward_original)
-        try:
-            outcome = await self.sender.send(chat.chat_id, message)
-        except Exception as exc:  # one failing recipient never stops the others
-            log.exception("alert to chat %s failed", chat.chat_id)
-            outcome = SendOutcome("failed", error=repr(exc))
-        if outcome.status == "sent":
-            self.stats.sent += 1
-            self.stats.latencies.append((datetime.now(UTC) - post.date).total_seconds())
-            await self.storage.finish_alert(chat.chat_id, post.id, "sent", message_id=outcome.message_id)
-        elif outcome.status == "blocked":
-            self.stats.blocked += 1
-            await self.storage.finish_alert(chat.chat_id, post.id, "failed", error=outcome.error)
-            await self.storage.deactivate_chat(chat.chat_id, outcome.error or "blocked")
-            log.info("chat %s blocked the bot; deactivated", chat.chat_id)
-        else:
-            self.stats.failed += 1
-            await self.storage.finish_alert(chat.chat_id, post.id, "failed", error=outcome.error)
+        await self._record(post, [(chat, await self._send_one(chat, post))])
 
     async def _update_story_alert(self, chat: ChatSettings, post: StoredPost, message_id: int) -> None:
         """Edit the story's first alert so it lists where else the appeal appeared."""

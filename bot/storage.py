@@ -715,6 +715,32 @@ class Storage:
         )
         return cur.rowcount == 1
 
+    async def claim_alerts(self, post_id: int, story_id: int | None, chat_ids: Sequence[int], status: str) -> set[int]:
+        """Claim (chat, post) for many chats at once; returns the chats claimed now (never twice)."""
+        if not chat_ids:
+            return set()
+
+        async def run() -> set[int]:
+            marks = ",".join("?" * len(chat_ids))
+            taken = {int(r[0]) for r in await self.fetch_all(
+                f"SELECT chat_id FROM alerts WHERE post_id=? AND chat_id IN ({marks})", (post_id, *chat_ids))}
+            fresh = [c for c in dict.fromkeys(chat_ids) if c not in taken]
+            now = int(time.time())
+            await self.db.executemany(
+                "INSERT OR IGNORE INTO alerts(chat_id, post_id, story_id, status, created_at) VALUES (?,?,?,?,?)",
+                [(c, post_id, story_id, status, now) for c in fresh])
+            return set(fresh)
+
+        claimed: set[int] = await self._tx(run)
+        return claimed
+
+    async def finish_alerts(self, rows: Sequence[tuple[int, int, str, int | None, str | None]]) -> None:
+        """(chat, post, status, message id, error) for many alerts, in one statement."""
+        now = int(time.time())
+        await self.db.executemany(
+            "UPDATE alerts SET status=?, message_id=?, error=?, sent_at=? WHERE chat_id=? AND post_id=?",
+            [(st, mid, err, now if st == "sent" else None, chat, post) for chat, post, st, mid, err in rows])
+
     async def story_alerted(self, chat_id: int, story_id: int, since: datetime) -> int | None:
         """The message id of an alert this chat already got for the story within the window."""
         rows = await self.fetch_all(
