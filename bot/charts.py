@@ -25,9 +25,9 @@ SIZE_INCHES = (8.0, 9.0)
 DPI = 120
 
 
-def appeals_chart(per_day: Sequence[tuple[str, str, int]], by_channel: Sequence[tuple[str, int]], title: str,
-                  *, since: date | None = None, until: date | None = None) -> bytes:
-    """PNG bytes: stacked bars of appeals per day by label (top), channels (bottom)."""
+def chart_series(per_day: Sequence[tuple[str, str, int]], *, since: date | None = None,
+                 until: date | None = None) -> tuple[list[str], dict[str, list[int]]]:
+    """The days on the axis (every day of the period, empty ones included) and each label's counts."""
     counts: dict[str, dict[str, int]] = defaultdict(dict)
     for day, label, n in per_day:
         counts[label][day] = n
@@ -36,12 +36,19 @@ def appeals_chart(per_day: Sequence[tuple[str, str, int]], by_channel: Sequence[
         span = (until - since).days
         if 0 < span <= 400:
             days = [(since + timedelta(days=i)).isoformat() for i in range(span)]
+    series = {lbl: [counts.get(lbl, {}).get(d, 0) for d in days] for lbl in LABELS if lbl in counts}
+    return days, series
+
+
+def appeals_chart(per_day: Sequence[tuple[str, str, int]], by_channel: Sequence[tuple[str, int]], title: str,
+                  *, since: date | None = None, until: date | None = None) -> bytes:
+    """PNG bytes: stacked bars of appeals per day by label (top), channels (bottom)."""
+    days, series = chart_series(per_day, since=since, until=until)
     plt.rcParams.update({"font.size": 15})
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=SIZE_INCHES, dpi=DPI, gridspec_kw={"height_ratios": [3, 2]})
     bottom = [0] * len(days)
     x = list(range(len(days)))
-    for label in LABELS:
-        values = [counts.get(label, {}).get(d, 0) for d in days]
+    for label, values in series.items():
         if any(values):
             ax1.bar(x, values, bottom=bottom, color=COLOURS[label], label=label)
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
