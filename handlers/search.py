@@ -32,7 +32,7 @@ def render_result(i: int, p: StoredPost) -> str:
         tags.append(f"🚨 {html.escape(labels_text(p.labels))} {(p.score or 0):.2f}")
     tags.append(LANG_NAMES.get(p.lang or "other", "?"))
     if p.repost_count:
-        tags.append(f"🔁 {p.repost_count} reposts")
+        tags.append(f"🔁 {p.repost_count} repost{'s' if p.repost_count != 1 else ''}")
     return (f"{i}. {channel_link(p.channel)} · {p.date.strftime('%Y-%m-%d')} · {' · '.join(tags)}\n"
             f"{snippet}\n🔗 <a href=\"{html.escape(p.permalink)}\">open</a>")
 
