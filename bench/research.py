@@ -1,0 +1,180 @@
+"""Research tools at archive scale: hybrid search, storage per post, charts, export.
+
+Builds (once, reused) an archive of N synthetic posts from the labelled data's sentences,
+every post classified with its embedding stored (float16, as the pipeline stores them;
+the vectors are random unit vectors — this bench measures time and space, quality is
+bench/retrieval.py's job). A tenth are appeals, held in the in-memory vector index.
+
+    .venv/bin/python bench/research.py --posts 100000
+    .venv/bin/python bench/research.py --posts 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import random
+import re
+import resource
+import statistics
+import time
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from bot.charts import appeals_chart
+from bot.domain import LABELS
+from bot.export import write_csv, write_json
+from bot.semantic import VectorIndex, hybrid_search
+from bot.storage import SearchQuery, Storage, content_hash, label_mask, meta_tokens
+from models.dataset import load_examples
+
+QUERIES = ["сдавайтесь", "амністія для тих хто здасться", "prisoners calling their mothers", "хочу жить",
+           "російські військові", "обмін полоненими", "your television lies", "не подписывайте контракт",
+           "мамы солдат", "threat"]
+DIM = 384
+
+
+async def build(db: Path, n: int, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    sentences = []
+    for e in load_examples():
+        sentences += [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", e.text) if len(s.strip()) > 20]
+    storage = Storage(db)
+    await storage.open()
+    conn = storage.db
+    for i in range(200):
+        await storage.ensure_channel(f"channel_{i}", source="bot", watched=True)
+    start = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+    await conn.execute("BEGIN")
+    for i in tqdm(range(n), desc="synthesising posts", unit="post", mininterval=10):
+        text = " ".join(rng.choice(sentences) for _ in range(rng.randint(1, 4)))
+        ch = rng.randrange(200) + 1
+        date = start + rng.randrange(300 * 86400)
+        lang = rng.choice(["ru", "ru", "uk", "uk", "en"])
+        appeal = rng.random() < 0.1
+        labels = rng.sample(LABELS, rng.randint(1, 2)) if appeal else []
+        cur = await conn.execute(
+            "INSERT INTO posts(channel_id, message_id, text, date, first_seen, source, content_hash, lang, state, "
+            "search_meta) VALUES (?,?,?,?,?,?,?,?,'done',?)",
+            (ch, i, text, date, date, "bot", content_hash(text), lang, meta_tokens(f"channel_{ch - 1}", lang, labels, appeal)))
+        vec = nrng.standard_normal(DIM).astype(np.float32)
+        vec /= np.linalg.norm(vec)
+        await conn.execute(
+            "INSERT INTO classifications VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (cur.lastrowid, int(appeal), rng.uniform(0.6, 1) if appeal else rng.uniform(0, 0.4), json.dumps(labels),
+             "{}", "ru_military" if appeal else None, "[]", date, vec.astype(np.float16).tobytes(), label_mask(labels)))
+        await conn.execute("INSERT INTO post_edits(post_id, text, content_hash, edit_date, seen_at) VALUES (?,?,?,?,?)",
+                           (cur.lastrowid, text, content_hash(text), None, date))
+        if i % 50_000 == 49_999:
+            await conn.execute("COMMIT")
+            await conn.execute("BEGIN")
+    await conn.execute("COMMIT")
+    await conn.execute("INSERT INTO posts_fts(posts_fts) VALUES ('optimize')")
+    await storage.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * (len(values) - 1) + 0.5))]
+
+
+async def measure(db: Path, repeats: int, export_limit: int | None) -> None:
+    from models.classifier import AppealClassifier
+
+    storage = Storage(db)
+    await storage.open()
+    n = await storage.count_posts()
+    size = db.stat().st_size  # noqa: ASYNC240 - one stat for the report
+    print(f"posts: {n:,}; database {size / 2**20:,.0f} MiB = {size / n:,.0f} bytes per post "
+          f"(text, FTS index, classification, float16 embedding {DIM * 2} B, evidence)")
+    t = time.perf_counter()
+    index = VectorIndex(DIM)
+    loaded = await index.load(storage)
+    print(f"vector index: {loaded:,} appeal vectors loaded in {time.perf_counter() - t:.1f} s, "
+          f"{index._mat.nbytes / 2**20:.0f} MiB in memory")
+
+    from bot.config import load_config
+
+    cfg = load_config(None)
+    clf = AppealClassifier.load(cfg.model.base, cache_dir=cfg.model.cache_dir)
+
+    def embed(text: str) -> np.ndarray:
+        return clf.encoder.embed([text])[0]
+
+    for mode in ("fts", "hybrid"):
+        times = []
+        for _ in range(repeats):
+            for q in QUERIES:
+                t = time.perf_counter()
+                await hybrid_search(storage, index, embed, SearchQuery(words=q), limit=5, mode=mode, min_similarity=-1)
+                times.append((time.perf_counter() - t) * 1000)
+        print(f"{mode:>6} search: p50 {statistics.median(times):.1f} ms, p95 {pct(times, 0.95):.1f} ms "
+              f"({len(times)} searches; hybrid includes embedding the query)")
+
+    until = datetime(2026, 10, 28, tzinfo=UTC)
+    counts = await storage.digest_counts(until - timedelta(days=30), until)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        png = appeals_chart(counts["per_day"], counts["by_channel"], "Appeals · 30 days",
+                            since=(until - timedelta(days=30)).date(), until=until.date())
+        times.append((time.perf_counter() - t) * 1000)
+    print(f"chart (30 days, {counts['appeals']:,} appeals): median {statistics.median(times):.0f} ms, {len(png) // 1024} KB PNG")
+
+    class Sink(io.TextIOBase):
+        def __init__(self) -> None:
+            self.bytes = 0
+
+        def write(self, s: str) -> int:
+            self.bytes += len(s)
+            return len(s)
+
+    for fmt, writer in (("csv", write_csv), ("json", write_json)):
+        q = SearchQuery()
+        sink = Sink()
+        tracemalloc.start()
+        t = time.perf_counter()
+        rows = storage.iter_export(q)
+        if export_limit:
+            rows = _limit(rows, export_limit)
+        count = await writer(rows, sink)  # type: ignore[arg-type]
+        seconds = time.perf_counter() - t
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        print(f"export {fmt}: {count:,} posts in {seconds:.1f} s = {count / seconds:,.0f} posts/s, "
+              f"{sink.bytes / 2**20:,.0f} MiB written, peak traced Python memory {peak / 2**20:.1f} MiB")
+    await storage.close()
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+async def _limit(rows, n: int):  # type: ignore[no-untyped-def]
+    i = 0
+    async for r in rows:
+        yield r
+        i += 1
+        if i >= n:
+            return
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--posts", type=int, default=100_000)
+    ap.add_argument("--db", default="/tmp/appealwatch-bench-research-{n}.sqlite3")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--export-limit", type=int, default=0, help="export at most this many posts (0: all)")
+    args = ap.parse_args()
+    db = Path(args.db.format(n=args.posts))
+    if not db.exists():
+        asyncio.run(build(db, args.posts))
+    asyncio.run(measure(db, args.repeats, args.export_limit or None))
+
+
+if __name__ == "__main__":
+    main()
