@@ -259,11 +259,10 @@ class Pipeline:
     async def _assign_story(self, post_id: int, vector: np.ndarray) -> None:
         """Exact copies (same normalised text) or near-copies/translations (cosine) share a story."""
         since = datetime.now(UTC) - self.story_window
-        post = await self.storage.get_post(post_id)
-        if post is None or post.story_id is not None:
+        rows = await self.storage.fetch_all("SELECT story_id, content_hash FROM posts WHERE id=?", (post_id,))
+        if not rows or rows[0][0] is not None:
             return
-        rows = await self.storage.fetch_all("SELECT content_hash FROM posts WHERE id=?", (post_id,))
-        h = rows[0][0]
+        h = rows[0][1]
         best: tuple[float, int] | None = None
         for _pid, story, other_hash, emb in await self.storage.story_candidates(since, post_id):
             if other_hash == h:

@@ -146,14 +146,14 @@ async def hybrid_search(storage: Storage, index: VectorIndex | None, embed: Call
     use_vec = mode in ("vector", "hybrid") and index is not None and embed is not None and bool(q.words.strip())
     if not use_vec or offset >= CANDIDATES:
         posts, total = await storage.search(q, limit=limit, offset=offset)
-        return HybridResult(posts, total, storage.search_capped)
+        return HybridResult(posts, total, total >= storage.SEARCH_WINDOW)
     assert index is not None and embed is not None
     fts_posts: list[StoredPost] = []
     total = 0
     capped = False
     if mode == "hybrid":
         fts_posts, total = await storage.search(q, limit=CANDIDATES, offset=0)
-        capped = storage.search_capped
+        capped = total >= storage.SEARCH_WINDOW
     qvec = await asyncio.get_running_loop().run_in_executor(None, embed, q.words)
     hits = [i for i, sim in index.search(qvec, CANDIDATES * 2) if sim >= min_similarity]
     vec_ids = (await _filter_ids(storage, hits, q))[:CANDIDATES]

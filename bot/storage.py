@@ -397,10 +397,6 @@ class Storage:
         row = await self.fetch_all("SELECT id FROM channels WHERE key=?", (key,))
         return int(row[0][0])
 
-    async def channel_key_for_chat(self, chat_id: int) -> str | None:
-        rows = await self.fetch_all("SELECT key FROM channels WHERE chat_id=?", (chat_id,))
-        return str(rows[0][0]) if rows else None
-
     async def watched_channels(self, source: str | None = None) -> list[str]:
         sql = "SELECT key FROM channels WHERE watched=1" + (" AND source=?" if source else "") + " ORDER BY key"
         rows = await self.fetch_all(sql, (source,) if source else ())
@@ -750,13 +746,6 @@ class Storage:
         )
         return int(rows[0][0]) if rows else None
 
-    async def finish_alert(self, chat_id: int, post_id: int, status: str, *, message_id: int | None = None,
-                           error: str | None = None) -> None:
-        await self.db.execute(
-            "UPDATE alerts SET status=?, message_id=?, error=?, sent_at=? WHERE chat_id=? AND post_id=?",
-            (status, message_id, error, int(time.time()) if status == "sent" else None, chat_id, post_id),
-        )
-
     async def release_held(self, chat_id: int, post_id: int) -> bool:
         """Move a held alert to 'pending' — True only for the one caller that did it."""
         cur = await self.db.execute(
@@ -816,7 +805,7 @@ class Storage:
         match a large part of the archive; ranking all of them would cost seconds, and
         monitors care about what is recent, so the newest ``SEARCH_WINDOW`` matches are
         ranked (bm25, nudged by appeal score) and the count says "at least" when the
-        window filled up (:attr:`search_capped`).
+        window filled up (``total >= SEARCH_WINDOW``).
         """
         where: list[str] = []
         args: list[Any] = []
@@ -829,10 +818,6 @@ class Storage:
         # one row per story: keep the first-seen post of each story
         where.append("(p.story_id IS NULL OR p.id=(SELECT first_post_id FROM stories s WHERE s.id=p.story_id))")
         cond = "WHERE " + " AND ".join(where)
-        select = ("SELECT p.id, c.key AS channel, p.message_id, p.text, p.date, p.lang, cl.appeal, cl.score, "
-                  "cl.labels, cl.addressee, cl.reasons, c.chat_id, p.story_id, "
-                  "(SELECT posts FROM stories s WHERE s.id=p.story_id) AS reposts")
-        joins = "JOIN channels c ON c.id=p.channel_id LEFT JOIN classifications cl ON cl.post_id=p.id"
         match = self._match_expr(q)
         window = self.SEARCH_WINDOW
         if match:
@@ -852,23 +837,18 @@ class Storage:
             else:
                 order_key = sorted(cands, key=lambda c: -c[3])
             page_ids = [int(c[0]) for c in order_key[offset : offset + limit]]
-            self.search_capped = total >= window
             if not page_ids:
                 return [], total
             marks = ",".join("?" * len(page_ids))
             by_id = {int(r["id"]): r for r in await self.fetch_all(
-                f"{select} FROM posts p {joins} WHERE p.id IN ({marks})", tuple(page_ids))}
+                f"{self._POST_SELECT} WHERE p.id IN ({marks})", tuple(page_ids))}
             snippets = await self._snippets(match, page_ids) if ranked else {}
             return [self._row_to_post(by_id[i], snippets.get(i)) for i in page_ids if i in by_id], total
-        sql_from = f"FROM posts p {joins}"
         total_rows = await self.fetch_all(
-            f"SELECT COUNT(*) FROM (SELECT 1 {sql_from} {cond} LIMIT {window})", tuple(args))
-        rows = await self.fetch_all(f"{select} {sql_from} {cond} ORDER BY p.date DESC LIMIT ? OFFSET ?",
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM posts p {cond} LIMIT {window})", tuple(args))
+        rows = await self.fetch_all(f"{self._POST_SELECT} {cond} ORDER BY p.date DESC LIMIT ? OFFSET ?",
                                     (*args, limit, offset))
-        self.search_capped = int(total_rows[0][0]) >= window
         return [self._row_to_post(r) for r in rows], int(total_rows[0][0])
-
-    search_capped = False
 
     async def _snippets(self, match: str, ids: list[int]) -> dict[int, str]:
         """Highlighted snippets for one page only (snippet() is the costly part of FTS)."""
