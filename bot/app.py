@@ -39,7 +39,7 @@ def load_classifier(config: Config) -> Any:
 
     m = config.model
     return AppealClassifier.load(m.base, cache_dir=m.cache_dir, heads_dir=m.heads, threads=m.threads,
-                                 batch_size=m.batch_size, threshold=m.threshold, backend=m.backend)
+                                 threshold=m.threshold, precision=m.precision)
 
 
 async def _register_config_channels(app: AnyApp, services: Services) -> None:

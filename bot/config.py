@@ -78,7 +78,7 @@ class ModelConfig:
     threads: int = 0
     batch_size: int = 32
     threshold: float | None = None
-    backend: str = "torch"
+    precision: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,10 +245,10 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
         threads=int(m.number("threads", 0, 0, 256)),
         batch_size=int(m.number("batch_size", 32, 1, 512)),
         threshold=thr,
-        backend=m.take("backend", str, "torch"),
+        precision=m.take("precision", str, "auto"),
     )
-    if model.backend not in ("torch", "onnx"):
-        raise ConfigError(f"{file}: [model] backend: expected \"torch\" or \"onnx\", got {model.backend!r}")
+    if model.precision not in ("auto", "bfloat16", "float32"):
+        raise ConfigError(f"{file}: [model] precision: expected \"auto\", \"bfloat16\" or \"float32\", got {model.precision!r}")
     m.finish()
 
     src = _Table(raw.get("sources", {}), "sources", file)

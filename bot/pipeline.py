@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 class ScoredLike(Protocol):
     classification: Classification
-    vector: np.ndarray
+    vector: np.ndarray | None
 
 
 class Scorer(Protocol):
@@ -248,8 +248,8 @@ class Pipeline:
                 c = dataclasses.replace(c, lang=lang, lang_confidence=conf)
             items.append((pid, c, s.vector))
         await self.storage.save_classifications(items)
-        appeals = [(pid, vec) for pid, c, vec in items if c.appeal]
-        self.stats.appeals += len(appeals)
+        appeals = [(pid, vec) for pid, c, vec in items if c.appeal and vec is not None]
+        self.stats.appeals += sum(1 for _, c, _ in items if c.appeal)
         for pid, vec in appeals:
             await self._assign_story(pid, vec)
             if self.on_appeal is not None:

@@ -167,17 +167,24 @@ async def hybrid_search(storage: Storage, index: VectorIndex | None, embed: Call
     return HybridResult(out, max(total, len(fused)), capped)
 
 
-async def similar_posts(storage: Storage, index: VectorIndex, post_id: int, *, limit: int = 5) -> list[tuple[StoredPost, float]]:
-    """Appeals most like a given post (by its stored embedding), reposts of the same story left out."""
+async def similar_posts(storage: Storage, index: VectorIndex, post_id: int, *, limit: int = 5,
+                        embed: Callable[[str], np.ndarray] | None = None) -> list[tuple[StoredPost, float]]:
+    """Appeals most like a given post, reposts of the same story left out.
+
+    Appeals carry a stored embedding; any other post is embedded now with ``embed``.
+    """
     source = await storage.get_post(post_id)
     if source is None:
         return []
     vec = index.vector_of(post_id)
     if vec is None:
         rows = await storage.fetch_all("SELECT embedding FROM classifications WHERE post_id=?", (post_id,))
-        if not rows or rows[0][0] is None:
+        if rows and rows[0][0] is not None:
+            vec = np.frombuffer(rows[0][0], dtype=np.float16).astype(np.float32)
+        elif embed is not None and source.text.strip():
+            vec = np.asarray(await asyncio.to_thread(embed, source.text), dtype=np.float32)
+        else:
             return []
-        vec = np.frombuffer(rows[0][0], dtype=np.float16).astype(np.float32)
     out = []
     for pid, sim in index.search(vec, limit * 3, exclude=post_id):
         post = await storage.get_post(pid)

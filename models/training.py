@@ -1,8 +1,10 @@
 """``appealwatch train`` and ``appealwatch eval``: seeded, on the CPU, with a progress bar.
 
-Training fits logistic heads on frozen E5 embeddings. Model selection (regularisation
-and decision thresholds) uses 5-fold cross-validation over train+dev, the heads are
-then fit on train+dev, and the untouched test split gives the reported figures.
+Training fits logistic heads on E5 embeddings: those of the encoder with its LoRA
+adapter (``models.finetune``, trained first with ``--finetune``), or of the plain
+encoder. Model selection (regularisation and decision thresholds) uses 5-fold
+cross-validation over train+dev, the heads are then fit on train+dev, and the
+untouched test split gives the reported figures.
 """
 
 from __future__ import annotations

