@@ -113,18 +113,26 @@ def test_chart_is_a_phone_sized_png_with_the_expected_series() -> None:
 
 @pytest.mark.slow
 def test_a_feedback_batch_that_lowers_the_test_figures_is_refused(tmp_path: Path, model_cache: Path) -> None:
-    """Users mark most training appeals as 'not an appeal': retraining must refuse to replace the model."""
+    """Users mark training appeals as 'not an appeal' and news as appeals: retraining must refuse to replace the model.
+
+    (Flipping appeals alone no longer hurts: over the fine-tuned encoder the heads keep ranking
+    appeals first and only the threshold moves, so the test figures hold and the model is kept.)
+    """
     from models.dataset import load_examples
 
     async def seed() -> None:
         storage = Storage(tmp_path / "fb.sqlite3")
         await storage.open()
-        appeals = [e for e in load_examples() if e.split == "train" and e.appeal][:250]
+        train = [e for e in load_examples() if e.split == "train"]
+        appeals = [e for e in train if e.appeal][:250]
+        others = [e for e in train if not e.appeal][:250]
         results = await storage.store_posts([
             IncomingPost("feedback_channel", i + 1, e.text, datetime(2026, 1, 1, tzinfo=UTC), "bot")
-            for i, e in enumerate(appeals)])
-        for r in results:
+            for i, e in enumerate(appeals + others)])
+        for r in results[: len(appeals)]:
             await storage.add_feedback(1, 1, r.post_id, "not_appeal")
+        for r in results[len(appeals) :]:
+            await storage.add_feedback(1, 1, r.post_id, "relabel", ["surrender"])
         await storage.close()
 
     import asyncio
