@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from platformdirs import user_cache_dir, user_data_dir
 
 from bot.domain import LABELS
+from models.encoder import PRECISIONS
 
 DEFAULT_API_BASE = "https://api.telegram.org/bot"
 DEFAULT_FILE_BASE = "https://api.telegram.org/file/bot"
@@ -247,8 +248,8 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
         threshold=thr,
         precision=m.take("precision", str, "auto"),
     )
-    if model.precision not in ("auto", "bfloat16", "float32"):
-        raise ConfigError(f"{file}: [model] precision: expected \"auto\", \"bfloat16\" or \"float32\", got {model.precision!r}")
+    if model.precision not in PRECISIONS:
+        raise ConfigError(f"{file}: [model] precision: expected one of {', '.join(PRECISIONS)}, got {model.precision!r}")
     m.finish()
 
     src = _Table(raw.get("sources", {}), "sources", file)

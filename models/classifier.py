@@ -173,11 +173,11 @@ class AppealClassifier:
             log.warning("the model in %s was trained on the encoder %r, not %r: its scores mean little until "
                         "`appealwatch train --finetune` is run for this encoder", folder, heads.meta.encoder, base)
         adapter = adapter_dir(folder)
-        search_encoder = Encoder.load(location, threads=threads or default_threads(), precision=precision)
+        threads = threads or default_threads()
+        search_encoder = Encoder.load(location, threads=threads, precision=precision)
         encoder = search_encoder
         if adapter is not None:
-            encoder = Encoder.load(location, threads=threads or default_threads(), precision=precision, adapter=adapter,
-                                   share_with=search_encoder)
+            encoder = Encoder.load(location, threads=threads, precision=precision, adapter=adapter, share_with=search_encoder)
         if heads.appeal_w.shape[0] != encoder.dim:
             raise ValueError(
                 f"heads in {folder} expect {heads.appeal_w.shape[0]}-dim embeddings, "

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,11 +61,10 @@ class Encoder:
 
     def __init__(
         self, tokenizer: Any, model: Any, *, batch_size: int = 32, stride: int = 64, max_batch_tokens: int = 2048,
-        forward: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None, identity: str = "",
+        identity: str = "",
     ) -> None:
         self.tokenizer = tokenizer
         self.model = model
-        self.forward = forward or self._torch_forward
         # what produced these embeddings (model, adapter, precision): keys caches of them
         self.identity = identity
         self.batch_size = batch_size
@@ -118,7 +116,7 @@ class Encoder:
         identity += f"@{str(dtype).removeprefix('torch.')}"
         return cls(tokenizer, model, batch_size=batch_size, max_batch_tokens=max_batch_tokens, identity=identity)
 
-    def _torch_forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
@@ -174,7 +172,7 @@ class Encoder:
                 ids = items[k][1]
                 input_ids[row, : len(ids)] = ids
                 mask[row, : len(ids)] = 1
-            hidden = self.forward(input_ids, mask)
+            hidden = self._forward(input_ids, mask)
             m = mask[:, :, None].astype(np.float32)
             mean = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
             norms = np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
