@@ -11,6 +11,8 @@ Design choices, each for the bot's users:
   (exact for a linear head over mean pooling), shown in alerts as "because …".
 * **Calibration**: logistic heads trained with a held-out threshold, so ``score``
   reads as a probability and ``[alerts] min_score`` means something.
+* **Labels and addressee** are decided together (``models.decoding``), so an appeal to
+  mothers never comes out as a `threat` and one to a population always as `civilians`.
 * **Two embeddings**: the encoder fine-tuned for the taxonomy decides, but fine-tuning
   pulls appeals of one kind together, which is what labels need and what telling one
   appeal from another does not: with its embeddings, repost grouping kept precision
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.domain import Classification
+from models.decoding import decide_labels
 from models.encoder import Encoder, TextEncoding, Window, default_threads
 from models.heads import Heads, packaged_heads_dir, sigmoid
 from models.language import detect_language
@@ -247,12 +250,11 @@ class AppealClassifier:
         addressee: str | None = None
         reasons: tuple[str, ...] = ()
         if appeal:
-            thr = self.heads.meta.label_thresholds
-            labels = tuple(n for n in self.heads.labels if label_scores[n] >= thr.get(n, 0.5))
-            if not labels:
-                labels = (max(label_scores, key=lambda k: label_scores[k]),)
             ap = self.heads.addressee_probs(window.vector[None, :])[0]
-            addressee = self.heads.addressees[int(np.argmax(ap))]
+            labels, addressee = decide_labels(
+                label_scores, self.heads.meta.label_thresholds,
+                {name: float(v) for name, v in zip(self.heads.addressees, ap, strict=True)},
+            )
             reasons = self._reasons(enc.text, window)
         cls = Classification(
             appeal=appeal,

@@ -21,10 +21,14 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.domain import ADDRESSEES, LABELS
 from models.dataset import Example
 from models.encoder import QUERY_PREFIX, bf16_supported
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,12 @@ TARGET_MODULES = ("query", "key", "value", "dense")
 
 @dataclass(frozen=True, slots=True)
 class FinetuneSettings:
-    """Chosen on the dev split (train-only adapter, then test untouched); see models/DATASHEET.md."""
+    """Chosen on the dev split (train-only adapter, then test untouched); see README "Figures".
+
+    Weighing the label loss double and the rarer labels' positives up lifted dev label
+    macro-F1 from 0.827 to 0.834 (surrender 0.74 → 0.78, desertion 0.67 → 0.74); 12 epochs
+    instead of 8 gave 0.829.
+    """
 
     epochs: int = 8
     learning_rate: float = 6e-4
@@ -44,6 +53,10 @@ class FinetuneSettings:
     dropout: float = 0.1
     batch_size: int = 16
     max_length: int = 256  # 97 % of the labelled posts fit; training only, inference uses windows
+    label_loss_weight: float = 2.0
+    # weigh each label's positives by sqrt(negatives / positives) among the appeals, so the
+    # rarer labels (desertion, threat) are not drowned by surrender
+    balance_labels: bool = True
     seed: int = 0
 
 
@@ -77,6 +90,7 @@ def finetune_adapter(
         weight_decay=0.01,
     )
     rows = list(examples)
+    pos_weight = _label_pos_weight(rows) if settings.balance_labels else None
     per_epoch = (len(rows) + settings.batch_size - 1) // settings.batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=[settings.learning_rate, settings.head_learning_rate],
@@ -106,7 +120,8 @@ def finetune_adapter(
                 if sel.any():
                     labels = torch.tensor([[float(n in e.labels) for n in LABELS] for e in batch])
                     addressee = torch.tensor([ADDRESSEES.index(e.addressee) if e.addressee else -100 for e in batch])
-                    loss = loss + F.binary_cross_entropy_with_logits(out[sel, 1 : 1 + len(LABELS)], labels[sel])
+                    loss = loss + settings.label_loss_weight * F.binary_cross_entropy_with_logits(
+                        out[sel, 1 : 1 + len(LABELS)], labels[sel], pos_weight=pos_weight)
                     loss = loss + 0.5 * F.cross_entropy(out[sel, 1 + len(LABELS) :], addressee[sel])
                 optimizer.zero_grad()
                 loss.backward()
@@ -124,3 +139,11 @@ def finetune_adapter(
         json.dumps({**asdict(settings), "examples": len(rows), "base": Path(base_location).name}, indent=2) + "\n"
     )
     return target
+
+
+def _label_pos_weight(rows: Sequence[Example]) -> torch.Tensor:
+    import torch
+
+    appeals = [e for e in rows if e.appeal]
+    positives = torch.tensor([sum(n in e.labels for e in appeals) for n in LABELS], dtype=torch.float32).clamp(min=1)
+    return ((len(appeals) - positives) / positives).clamp(min=1.0).sqrt()

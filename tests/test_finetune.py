@@ -82,3 +82,17 @@ def test_sharing_the_base_tokenizer_and_embeddings_changes_nothing(model_cache: 
     # and the base encoder was not changed by the merge
     np.testing.assert_allclose(base_encoder.embed(texts), Encoder.load(location, threads=2, precision="float32").embed(texts),
                                atol=1e-6)
+
+
+def test_rarer_labels_weigh_more_in_the_loss() -> None:
+    from bot.domain import LABELS
+    from models.finetune import _label_pos_weight
+
+    appeals = [e for e in load_examples() if e.split == "train" and e.appeal]
+    counts = [sum(n in e.labels for e in appeals) for n in LABELS]
+    weights = _label_pos_weight(appeals).tolist()
+    assert all(w >= 1.0 for w in weights)
+    rarest, commonest = counts.index(min(counts)), counts.index(max(counts))
+    assert weights[rarest] > weights[commonest]
+    # sqrt(negatives / positives): the loss sees the rare label's positives as √ that many
+    assert weights[rarest] == pytest.approx(((len(appeals) - counts[rarest]) / counts[rarest]) ** 0.5, rel=1e-5)
