@@ -199,7 +199,20 @@ def evaluate_predictions(examples: Sequence[Example], predicted: Sequence[dict[s
         "language_accuracy": round(float(np.mean([langs[i] == e.lang for i, e in enumerate(examples)])), 4),
         "ru_uk_confusion": round(confused / max(1, len(ruuk)), 4),
         "per_language": per_lang,
+        **_calibration(y, [r.get("score") for r in predicted]),
     }
+
+
+def _calibration(y: np.ndarray, scores: Sequence[object]) -> dict[str, float]:
+    """Expected calibration error (10 equal-width bins) and Brier score of the appeal score:
+    whether "score 0.8" means that about 8 in 10 such posts are appeals."""
+    if not scores or any(not isinstance(s, (int, float)) for s in scores):
+        return {}
+    s = np.array(scores, dtype=float)
+    bins = np.minimum((s * 10).astype(int), 9)
+    ece = sum(float(np.mean(bins == b)) * abs(float(s[bins == b].mean()) - float(y[bins == b].mean()))
+              for b in range(10) if np.any(bins == b))
+    return {"calibration_error": round(ece, 4), "brier": round(float(np.mean((s - y) ** 2)), 4)}
 
 
 def predict_rows(classifier: object, texts: Sequence[str], batch: int = 64) -> list[dict[str, object]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from models.dataset import load_examples
@@ -387,6 +388,22 @@ def test_split_metrics(classifier):  # type: ignore[no-untyped-def]
 def test_test_split_appeal_f1(test_split_metrics) -> None:  # type: ignore[no-untyped-def]
     assert test_split_metrics["n"] >= 100
     assert test_split_metrics["appeal_f1"] >= 0.92, test_split_metrics
+
+
+def test_scores_are_calibrated_on_the_test_split(test_split_metrics) -> None:  # type: ignore[no-untyped-def]
+    # a threshold on `score` ([alerts] min_score) must mean something: 0.036 / 0.036 committed
+    assert test_split_metrics["calibration_error"] <= 0.08, test_split_metrics
+    assert test_split_metrics["brier"] <= 0.07, test_split_metrics
+
+
+def test_calibration_figures_catch_overconfidence() -> None:
+    from models.training import _calibration
+
+    y = np.array([True, False, True, False])
+    assert _calibration(y, [1.0, 0.0, 1.0, 0.0]) == {"calibration_error": 0.0, "brier": 0.0}
+    wrong = _calibration(y, [0.0, 1.0, 0.95, 0.05])  # half confidently wrong
+    assert wrong["calibration_error"] > 0.4 and wrong["brier"] > 0.4
+    assert _calibration(y, [None, None, None, None]) == {}
 
 
 def test_test_split_per_language(test_split_metrics) -> None:  # type: ignore[no-untyped-def]
