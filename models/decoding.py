@@ -64,7 +64,9 @@ def decide_labels(
     on["family"], on["civilians"] = family, civilians
     on["threat"] = threat_ok and on.get("threat", False)
     labels = tuple(name for name in label_scores if on.get(name))
-    if not labels:  # every appeal has a label: the likeliest one it may carry
-        free = [n for n in label_scores if n not in ("family", "civilians", "threat") or (n == "threat" and threat_ok)]
+    if not labels:
+        # every appeal has a label; only a state without family and civilians gets here, and
+        # those are the troops' states, so the likeliest label not tied to a population
+        free = [n for n in label_scores if n not in ("family", "civilians")]
         labels = (max(free, key=lambda n: z[n]),) if free else ()
     return labels, addressee

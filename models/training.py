@@ -206,13 +206,15 @@ def evaluate_predictions(examples: Sequence[Example], predicted: Sequence[dict[s
 def _calibration(y: np.ndarray, scores: Sequence[object]) -> dict[str, float]:
     """Expected calibration error (10 equal-width bins) and Brier score of the appeal score:
     whether "score 0.8" means that about 8 in 10 such posts are appeals."""
+    from sklearn.metrics import brier_score_loss
+
     if not scores or any(not isinstance(s, (int, float)) for s in scores):
         return {}
     s = np.array(scores, dtype=float)
     bins = np.minimum((s * 10).astype(int), 9)
     ece = sum(float(np.mean(bins == b)) * abs(float(s[bins == b].mean()) - float(y[bins == b].mean()))
               for b in range(10) if np.any(bins == b))
-    return {"calibration_error": round(ece, 4), "brier": round(float(np.mean((s - y) ** 2)), 4)}
+    return {"calibration_error": round(ece, 4), "brier": round(float(brier_score_loss(y, s)), 4)}
 
 
 def predict_rows(classifier: object, texts: Sequence[str], batch: int = 64) -> list[dict[str, object]]:
