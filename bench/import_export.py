@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bot.sources.desktop_export import import_export
 from bot.storage import Storage
-from models.dataset import load_examples
+from models.training.dataset import load_examples
 
 
 def write_export(path: Path, n: int, seed: int = 0) -> None:

@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--show-errors", action="store_true", help="list every wrong edge case")
     args = parser.parse_args()
 
-    from models.dataset import load_examples
+    from models.training.dataset import load_examples
 
     examples = load_examples()
     data = {split: [(e.text, e.lang) for e in examples if e.split == split] for split in ("train", "dev", "test")}

@@ -28,7 +28,7 @@ import psutil
 from bot.app import build_application, load_classifier, services_of, start_bot, stop_bot
 from bot.config import TelegramConfig, load_config
 from bot.local_botapi import LocalBotAPI
-from models.dataset import load_examples
+from models.training.dataset import load_examples
 
 CHANNEL_ID = -1001000000001
 CHANNEL = "bench_channel"

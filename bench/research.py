@@ -28,11 +28,11 @@ import numpy as np
 from tqdm import tqdm
 
 from bot.charts import appeals_chart
-from bot.domain import LABELS
 from bot.export import write_csv, write_json
-from bot.semantic import VectorIndex, hybrid_search
+from bot.search import VectorIndex, hybrid_search
 from bot.storage import SearchQuery, Storage, content_hash, label_mask, meta_tokens
-from models.dataset import load_examples
+from models.taxonomy import LABELS
+from models.training.dataset import load_examples
 
 QUERIES = ["сдавайтесь", "амністія для тих хто здасться", "prisoners calling their mothers", "хочу жить",
            "російські військові", "обмін полоненими", "your television lies", "не подписывайте контракт",

@@ -12,7 +12,7 @@ the encoder and the heads), so a rerun skips the model pass.
 
 The queries (``models/data/search_queries.jsonl``) were written by hand, as researchers
 type them, with the ids of *all* posts that answer each one, in any language. Each is run
-through ``bot.semantic.hybrid_search(limit=10)`` in each mode. Figures:
+through ``bot.search.hybrid_search(limit=10)`` in each mode. Figures:
 
 * **R@10**: relevant posts in the top 10 / min(#relevant, 10), averaged over queries
   (a query with 30 relevant posts can reach 1.0); plain recall (/#relevant) is printed too.
@@ -47,11 +47,12 @@ from typing import Any
 
 import numpy as np
 
-from bot import semantic
-from bot.domain import Classification, IncomingPost
-from bot.semantic import VectorIndex, hybrid_search
+from bot import search as semantic
+from bot.domain import IncomingPost
+from bot.search import VectorIndex, hybrid_search
 from bot.storage import SearchQuery, Storage
-from models.dataset import DATA_DIR, Example, data_files, data_sha256, read_jsonl
+from models.taxonomy import Classification
+from models.training.dataset import DATA_DIR, Example, data_files, data_sha256, read_jsonl
 
 QUERIES_FILE = DATA_DIR / "search_queries.jsonl"
 MODES = ("fts", "vector", "hybrid")

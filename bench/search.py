@@ -20,9 +20,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bot.domain import LABELS
 from bot.storage import SearchQuery, Storage, content_hash, label_mask, meta_tokens
-from models.dataset import load_examples
+from models.taxonomy import LABELS
+from models.training.dataset import load_examples
 
 QUERIES = [
     SearchQuery(words="сдавайтесь"),

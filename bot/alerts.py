@@ -12,7 +12,6 @@ Rules the users rely on:
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,43 +20,10 @@ from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from bot.domain import StoredPost
+from bot.messages import Rendered, render_alert
 from bot.storage import ChatSettings, Storage
 
 log = logging.getLogger(__name__)
-
-LABEL_NAMES = {
-    "surrender": "surrender",
-    "desertion": "desertion",
-    "family": "families",
-    "pow": "prisoners speak",
-    "civilians": "civilians",
-    "threat": "threat",
-}
-ADDRESSEE_NAMES = {
-    "ru_military": "Russian soldiers",
-    "ru_families": "Russian soldiers' families",
-    "ru_public": "Russian public",
-    "ua_military": "Ukrainian soldiers",
-    "ua_public": "Ukrainian public",
-}
-LANG_NAMES = {"ru": "Russian", "uk": "Ukrainian", "en": "English", "other": "other"}
-
-
-@dataclass(frozen=True, slots=True)
-class Button:
-    text: str
-    data: str | None = None  # callback data (≤ 64 bytes)
-    url: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    """An HTML message and its inline keyboard, as plain data."""
-
-    html: str
-    buttons: tuple[tuple[Button, ...], ...] = ()
-    forward_from: tuple[int, int] | None = None  # (source chat id, message id) to forward first
-
 
 @dataclass(frozen=True, slots=True)
 class SendOutcome:
@@ -70,53 +36,6 @@ class AlertSender(Protocol):
     async def send(self, chat_id: int, message: Rendered) -> SendOutcome: ...
 
     async def edit(self, chat_id: int, message_id: int, message: Rendered) -> None: ...
-
-
-def trim_at_word(text: str, limit: int) -> str:
-    text = text.strip()
-    if len(text) <= limit:
-        return text
-    cut = text[:limit]
-    space = max(cut.rfind(" "), cut.rfind("\n"))
-    if space > limit * 0.6:
-        cut = cut[:space]
-    return cut.rstrip(" ,;:—-") + " …"
-
-
-def channel_link(channel: str) -> str:
-    if channel.startswith("c:"):
-        return html.escape(f"private channel {channel[2:]}")
-    return f'<a href="https://t.me/{html.escape(channel)}">@{html.escape(channel)}</a>'
-
-
-def labels_text(labels: Sequence[str]) -> str:
-    return ", ".join(LABEL_NAMES.get(lbl, lbl) for lbl in labels) or "appeal"
-
-
-def render_alert(post: StoredPost, *, text_limit: int = 700, also_in: Sequence[str] = (), reposts: int = 0,
-                 forward: bool = False) -> Rendered:
-    """The alert users read on a phone: what, to whom, where, the words, and why."""
-    score = f"{post.score:.2f}" if post.score is not None else "?"
-    lines = [
-        f"🚨 <b>Appeal: {html.escape(labels_text(post.labels))}</b> · {score}",
-        f"🗣 to {html.escape(ADDRESSEE_NAMES.get(post.addressee or '', post.addressee or 'unknown'))}"
-        f" · 🌐 {LANG_NAMES.get(post.lang or 'other', post.lang or '?')}",
-        f"📢 {channel_link(post.channel)} · {post.date.strftime('%d %b %Y %H:%M')} UTC",
-    ]
-    if also_in:
-        shown = ", ".join(channel_link(c) for c in list(dict.fromkeys(also_in))[:5])
-        lines.append(f"🔁 also in {shown} ({reposts} repost{'s' if reposts != 1 else ''})")
-    lines.append(f"<blockquote>{html.escape(trim_at_word(post.text, text_limit))}</blockquote>")
-    if post.reasons:
-        because = " · ".join(f"«{html.escape(r)}»" for r in post.reasons[:3])
-        lines.append(f"<i>Because:</i> {because}")
-    lines.append(f'🔗 <a href="{html.escape(post.permalink)}">Open the post</a>')
-    buttons = (
-        (Button("✅ Correct", data=f"fb:ok:{post.id}"), Button("❌ Not an appeal", data=f"fb:no:{post.id}")),
-        (Button(f"🔕 Mute @{post.channel}"[:40], data=f"mute:{post.id}"),),
-    )
-    fwd = (post.chat_id, post.message_id) if forward and post.chat_id is not None else None
-    return Rendered("\n".join(lines), buttons, fwd)
 
 
 def _parse_hhmm(value: str | None) -> time | None:

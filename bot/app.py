@@ -21,13 +21,13 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Contex
 
 from bot.alerts import AlertDispatcher
 from bot.config import Config
-from bot.context import SERVICES_KEY, BotContext
 from bot.pipeline import Pipeline
-from bot.scheduling import schedule_all
-from bot.semantic import VectorIndex
+from bot.search import VectorIndex
 from bot.services import Services
+from bot.shell.adapter import TelegramSender
+from bot.shell.context import SERVICES_KEY, BotContext
+from bot.shell.jobs import schedule_all
 from bot.storage import Storage
-from bot.telegram_adapter import TelegramSender
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def build_application(config: Config, *, classifier: Any = None, start_sources: 
                             vectors=vectors)
         app.bot_data[SERVICES_KEY] = services
         pipeline.start()
-        from handlers.basic import bot_commands
+        from handlers.menu import bot_commands
 
         await app.bot.set_my_commands(bot_commands())
         await _register_config_channels(app, services)

@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bot.domain import LABELS
+from models.taxonomy import LABELS
 
 COLOURS = {
     "surrender": "#2a9d8f", "desertion": "#e9c46a", "family": "#f4a261",

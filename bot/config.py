@@ -16,8 +16,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from platformdirs import user_cache_dir, user_data_dir
 
-from bot.domain import LABELS
+from bot.channels import normalise_channel
 from models.encoder import PRECISIONS
+from models.taxonomy import LABELS
 
 DEFAULT_API_BASE = "https://api.telegram.org/bot"
 DEFAULT_FILE_BASE = "https://api.telegram.org/file/bot"
@@ -150,23 +151,6 @@ class _Table:
     def finish(self) -> None:
         if self.data:
             raise self._err(", ".join(sorted(self.data)), "unknown key (check the spelling against config.example.toml)")
-
-
-def normalise_channel(name: str) -> str:
-    """``@Name``, ``t.me/name`` or ``https://t.me/s/name`` → ``name``; raises ValueError if not a username."""
-    raw = name.strip()
-    for prefix in ("https://", "http://"):
-        if raw.lower().startswith(prefix):
-            raw = raw[len(prefix) :]
-    low = raw.lower()
-    for prefix in ("t.me/s/", "t.me/", "telegram.me/"):
-        if low.startswith(prefix):
-            raw = raw[len(prefix) :]
-            break
-    raw = raw.lstrip("@").split("/")[0].split("?")[0]
-    if not (5 <= len(raw) <= 32) or not raw[0].isalpha() or not all(c.isascii() and (c.isalnum() or c == "_") for c in raw):
-        raise ValueError(f"not a public channel username: {name!r}")
-    return raw.lower()
 
 
 def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> Config:

@@ -1,21 +1,28 @@
-"""Digests: counts by label, language and channel, the top appeals, and a chart."""
+"""Digests: counts by label, language and channel, the top appeals, and a chart; built and sent here.
+
+``/digest``, ``/publish`` and the scheduled jobs all call ``send_digest``; sending goes
+through ``DigestSender`` (implemented over PTB in ``bot.shell.adapter``).
+"""
 
 from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from typing import Protocol
 
-from bot.alerts import LANG_NAMES, channel_link, labels_text, trim_at_word
+from bot.arguments import Period, parse_period
+from bot.callbacks import DigestOriginals
+from bot.channels import channel_link
 from bot.charts import appeals_chart
-from bot.queries import Period
+from bot.messages import Button, Rendered, trim_at_word
 from bot.storage import Storage
+from models.taxonomy import LANG_NAMES, labels_text
 
 
 @dataclass(frozen=True, slots=True)
 class Digest:
     html: str
     chart_png: bytes | None
-    originals: tuple[tuple[int, int], ...]  # (channel chat id, message id) of top appeals the bot can forward
     appeals: int
 
 
@@ -42,5 +49,31 @@ async def build_digest(storage: Storage, period: Period, *, top: int = 5, chart:
     if chart and counts["appeals"]:
         png = appeals_chart(counts["per_day"], counts["by_channel"], f"Appeals · {period.label}",
                             since=period.since.date(), until=period.until.date())
-    originals = tuple((p.chat_id, p.message_id) for p in best if p.chat_id is not None)
-    return Digest("\n".join(lines), png, originals, int(counts["appeals"]))
+    return Digest("\n".join(lines), png, int(counts["appeals"]))
+
+
+class DigestSender(Protocol):
+    """Posts a digest; raises when the chat cannot be reached (so ``/publish`` can say why)."""
+
+    async def post(self, chat: int | str, message: Rendered) -> None: ...
+
+    async def post_photo(self, chat: int | str, png: bytes, caption: str) -> None: ...
+
+
+def render_digest(digest: Digest, period: Period) -> Rendered:
+    """The digest message; a button forwards the period's original posts when there are any."""
+    if not digest.appeals:
+        return Rendered(digest.html)
+    button = Button("📨 Forward the original posts",
+                    data=DigestOriginals(int(period.since.timestamp()), int(period.until.timestamp())).encode())
+    return Rendered(digest.html, ((button,),))
+
+
+async def send_digest(sender: DigestSender, storage: Storage, chat: int | str, period_arg: str | None, *,
+                      top: int = 5) -> None:
+    """Build and send one digest: the text with its button, then the chart. UsageError on a bad period."""
+    period = parse_period(period_arg)
+    digest = await build_digest(storage, period, top=top)
+    await sender.post(chat, render_digest(digest, period))
+    if digest.chart_png:
+        await sender.post_photo(chat, digest.chart_png, f"Appeals · {html.escape(period.label)}")

@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-SourceKind = Literal["bot", "web", "export", "forward", "telethon"]
+from bot.channels import permalink
 
-LABELS: tuple[str, ...] = ("surrender", "desertion", "family", "pow", "civilians", "threat")
-ADDRESSEES: tuple[str, ...] = ("ru_military", "ru_families", "ru_public", "ua_military", "ua_public")
-LANGUAGES: tuple[str, ...] = ("ru", "uk", "en", "other")
+SourceKind = Literal["bot", "web", "export", "forward"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,20 +37,6 @@ class IncomingPost:
     forwarded_from: str | None = None
     reply_to: int | None = None
     has_media: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Classification:
-    """What the model says about one text."""
-
-    appeal: bool
-    score: float
-    labels: tuple[str, ...]
-    label_scores: dict[str, float]
-    addressee: str | None
-    reasons: tuple[str, ...]
-    lang: str = "other"
-    lang_confidence: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +99,4 @@ class StoredPost:
 
     @property
     def permalink(self) -> str:
-        if self.channel.startswith("c:"):
-            return f"https://t.me/c/{self.channel[2:]}/{self.message_id}"
-        return f"https://t.me/{self.channel}/{self.message_id}"
+        return permalink(self.channel, self.message_id)

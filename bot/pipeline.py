@@ -21,9 +21,10 @@ from typing import Protocol
 
 import numpy as np
 
-from bot.domain import Classification, IncomingPost
+from bot.domain import IncomingPost
 from bot.storage import Storage
 from models.language import detect_language
+from models.taxonomy import Classification
 
 log = logging.getLogger(__name__)
 

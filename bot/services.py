@@ -9,7 +9,7 @@ from typing import Any
 from bot.alerts import AlertDispatcher
 from bot.config import Config
 from bot.pipeline import Pipeline
-from bot.semantic import VectorIndex
+from bot.search import VectorIndex
 from bot.storage import Storage
 
 

@@ -32,7 +32,9 @@ from typing import Any
 import aiosqlite
 import numpy as np
 
-from bot.domain import LABELS, ChannelHealth, Classification, Filters, IncomingPost, StoredPost
+from bot.channels import permalink
+from bot.domain import ChannelHealth, Filters, IncomingPost, StoredPost
+from models.taxonomy import LABELS, Classification
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
 
@@ -890,7 +892,7 @@ class Storage:
                 return
             for r in rows:
                 key, mid = str(r["channel"]), int(r["message_id"])
-                link = f"https://t.me/c/{key[2:]}/{mid}" if key.startswith("c:") else f"https://t.me/{key}/{mid}"
+                link = permalink(key, mid)
                 edits = json.loads(r["edits"] or "[]")
                 yield {
                     "permalink": link,

@@ -15,7 +15,8 @@ from telegram.ext import (
     filters,
 )
 
-from handlers import basic, channels, digests, feedback, posts, research, search, subscriptions
+from bot.callbacks import DigestOriginals, Feedback, Mute, SearchPage, SettingsChoice, SubscriptionChoice
+from handlers import basic, channels, digests, feedback, menu, posts, search, subscriptions
 from handlers.common import access_gate
 
 PRIVATE_OR_GROUP = filters.ChatType.PRIVATE | filters.ChatType.GROUPS
@@ -29,27 +30,17 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     app.add_handler(MessageHandler(filters.UpdateType.CHANNEL_POSTS, posts.channel_post))
     app.add_handler(ChatMemberHandler(channels.bot_membership, ChatMemberHandler.MY_CHAT_MEMBER))
 
-    # Commands, in private chats and groups.
-    commands = [
-        ("start", basic.start), ("help", basic.help_command),
-        ("subscribe", subscriptions.subscribe), ("unsubscribe", subscriptions.unsubscribe),
-        ("settings", subscriptions.settings),
-        ("search", search.search), ("digest", digests.digest), ("publish", digests.publish),
-        ("channels", channels.channels), ("status", channels.status),
-        ("watch", channels.watch), ("unwatch", channels.unwatch),
-        ("relabel", feedback.relabel),
-        ("export", research.export), ("trend", research.trend), ("similar", search.similar),
-    ]
-    for name, callback in commands:
-        app.add_handler(CommandHandler(name, callback, filters=PRIVATE_OR_GROUP))
+    # Commands, in private chats and groups: one row each in handlers.menu.COMMANDS.
+    for command in menu.COMMANDS:
+        app.add_handler(CommandHandler(command.name, command.callback, filters=PRIVATE_OR_GROUP))
 
     # Inline buttons, by callback-data prefix.
-    app.add_handler(CallbackQueryHandler(feedback.feedback_button, pattern=r"^fb:(ok|no):\d+$"))
-    app.add_handler(CallbackQueryHandler(feedback.mute_button, pattern=r"^mute:\d+$"))
-    app.add_handler(CallbackQueryHandler(search.search_page, pattern=r"^s:[\w-]+:\d+$"))
-    app.add_handler(CallbackQueryHandler(subscriptions.subscription_button, pattern=r"^sub:"))
-    app.add_handler(CallbackQueryHandler(subscriptions.settings_button, pattern=r"^set:"))
-    app.add_handler(CallbackQueryHandler(digests.forward_originals, pattern=r"^dg:\d+:\d+$"))
+    app.add_handler(CallbackQueryHandler(feedback.feedback_button, pattern=Feedback.PATTERN))
+    app.add_handler(CallbackQueryHandler(feedback.mute_button, pattern=Mute.PATTERN))
+    app.add_handler(CallbackQueryHandler(search.search_page, pattern=SearchPage.PATTERN))
+    app.add_handler(CallbackQueryHandler(subscriptions.subscription_button, pattern=SubscriptionChoice.PATTERN))
+    app.add_handler(CallbackQueryHandler(subscriptions.settings_button, pattern=SettingsChoice.PATTERN))
+    app.add_handler(CallbackQueryHandler(digests.forward_originals, pattern=DigestOriginals.PATTERN))
 
     # Forwarded channel posts: classify and answer. Then anything else.
     app.add_handler(MessageHandler(filters.FORWARDED & filters.ChatType.PRIVATE, posts.forwarded))

@@ -8,10 +8,8 @@ from datetime import UTC, datetime
 from telegram import ChatMemberAdministrator, Update
 from telegram.constants import ChatType
 
-from bot.alerts import channel_link
-from bot.config import normalise_channel
-from bot.context import BotContext
-from bot.telegram_adapter import channel_key
+from bot.channels import channel_key, channel_link, normalise_channel
+from bot.shell.context import BotContext
 from handlers.common import command_args, is_admin, reply
 
 
@@ -39,8 +37,7 @@ async def channels(update: Update, context: BotContext) -> None:
         if length > 3500:  # Telegram's limit is 4096 characters per message
             lines.append(f"… and {len(health) - shown} more")
             break
-        kind = {"bot": "bot admin", "web": "web preview", "export": "import", "forward": "forwards",
-                "telethon": "account"}.get(h.source, h.source)
+        kind = {"bot": "bot admin", "web": "web preview", "export": "import", "forward": "forwards"}.get(h.source, h.source)
         fetched = f" · fetched {_ago(h.last_fetch_ok)}" if h.source == "web" else ""
         errors = f" · ⚠️ {h.errors_24h} errors/24h" if h.errors_24h else ""
         problem = f"\n   ⛔ {html.escape(h.last_error)}" if h.last_error and h.errors_24h else ""

@@ -7,9 +7,9 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest
 from telegram.ext import ApplicationHandlerStop
 
-from bot.alerts import Rendered
-from bot.context import BotContext
-from bot.telegram_adapter import NO_PREVIEW, keyboard
+from bot.messages import Rendered
+from bot.shell.adapter import NO_PREVIEW, keyboard
+from bot.shell.context import BotContext
 
 
 async def reply(update: Update, text: str, rendered: Rendered | None = None) -> None:

@@ -4,31 +4,20 @@ from __future__ import annotations
 
 import html
 import logging
+from datetime import UTC, datetime
 
 from telegram import Update
 from telegram.error import TelegramError
 
-from bot.alerts import Button, Rendered
-from bot.context import BotContext
-from bot.digest import build_digest
-from bot.queries import UsageError, parse_period
-from bot.telegram_adapter import keyboard
+from bot.arguments import UsageError
+from bot.callbacks import DigestOriginals
+from bot.channels import chat_reference
+from bot.digest import send_digest
+from bot.shell.adapter import TelegramSender
+from bot.shell.context import BotContext
 from handlers.common import command_args, is_admin, reply
 
 log = logging.getLogger(__name__)
-
-
-async def send_digest(context: BotContext, chat_id: int, period_arg: str | None) -> None:
-    """Build and send a digest (used by /digest, scheduled jobs and /publish)."""
-    period = parse_period(period_arg)
-    d = await build_digest(context.storage, period, top=context.config.digest.top)
-    markup = None
-    if d.appeals:
-        since, until = int(period.since.timestamp()), int(period.until.timestamp())
-        markup = keyboard(Rendered("", ((Button("📨 Forward the original posts", data=f"dg:{since}:{until}"),),)))
-    await context.bot.send_message(chat_id, d.html, reply_markup=markup)
-    if d.chart_png:
-        await context.bot.send_photo(chat_id, d.chart_png, caption=f"Appeals · {html.escape(period.label)}")
 
 
 async def digest(update: Update, context: BotContext) -> None:
@@ -36,7 +25,7 @@ async def digest(update: Update, context: BotContext) -> None:
     chat = update.effective_chat
     assert chat is not None
     try:
-        await send_digest(context, chat.id, arg)
+        await send_digest(TelegramSender(context.bot), context.storage, chat.id, arg, top=context.config.digest.top)
     except UsageError as exc:
         await reply(update, html.escape(str(exc)))
 
@@ -50,10 +39,9 @@ async def publish(update: Update, context: BotContext) -> None:
     if target is None:
         await reply(update, "Usage: /publish @channel_name [24h|7d] — or set [digest] publish_to.")
         return
-    chat_ref: int | str = target if isinstance(target, int) else (
-        int(target) if str(target).lstrip("-").isdigit() else "@" + str(target).lstrip("@"))
     try:
-        await send_digest(context, chat_ref, args[1] if len(args) > 1 else None)  # type: ignore[arg-type]
+        await send_digest(TelegramSender(context.bot), context.storage, chat_reference(target),
+                          args[1] if len(args) > 1 else None, top=context.config.digest.top)
     except UsageError as exc:
         await reply(update, html.escape(str(exc)))
         return
@@ -65,12 +53,10 @@ async def publish(update: Update, context: BotContext) -> None:
 
 
 async def forward_originals(update: Update, context: BotContext) -> None:
-    from datetime import UTC, datetime
-
     query = update.callback_query
-    assert query is not None and query.data is not None and update.effective_chat is not None
-    _, since_s, until_s = query.data.split(":")
-    since, until = datetime.fromtimestamp(int(since_s), UTC), datetime.fromtimestamp(int(until_s), UTC)
+    assert query is not None and update.effective_chat is not None
+    button = DigestOriginals.decode(query.data)
+    since, until = datetime.fromtimestamp(button.since, UTC), datetime.fromtimestamp(button.until, UTC)
     posts = await context.storage.top_appeals(since, until, context.config.digest.top)
     await query.answer("Forwarding…")
     links = []

@@ -6,17 +6,18 @@ import html
 
 from telegram import Update
 
-from bot.alerts import channel_link
-from bot.context import BotContext
-from bot.queries import UsageError, _label
+from bot.arguments import UsageError, parse_label
+from bot.callbacks import Feedback, Mute
+from bot.channels import channel_link, parse_post_link
+from bot.shell.context import BotContext
 from handlers.common import command_args, is_admin, reply
 
 
 async def feedback_button(update: Update, context: BotContext) -> None:
     query = update.callback_query
-    assert query is not None and query.data is not None and update.effective_chat is not None
-    _, verdict, pid_s = query.data.split(":")
-    post_id = int(pid_s)
+    assert query is not None and update.effective_chat is not None
+    button = Feedback.decode(query.data)
+    verdict, post_id = button.verdict, button.post_id
     if await context.storage.get_post(post_id) is None:
         await query.answer("That post is no longer stored.", show_alert=True)
         return
@@ -29,8 +30,8 @@ async def feedback_button(update: Update, context: BotContext) -> None:
 
 async def mute_button(update: Update, context: BotContext) -> None:
     query = update.callback_query
-    assert query is not None and query.data is not None and update.effective_chat is not None
-    post = await context.storage.get_post(int(query.data.split(":")[1]))
+    assert query is not None and update.effective_chat is not None
+    post = await context.storage.get_post(Mute.decode(query.data).post_id)
     if post is None:
         await query.answer("Unknown post.", show_alert=True)
         return
@@ -54,15 +55,13 @@ async def relabel(update: Update, context: BotContext) -> None:
     post = None
     if ref.isdigit():
         post = await context.storage.get_post(int(ref))
-    elif "t.me/" in ref:
-        parts = ref.rstrip("/").split("/")
-        if parts[-1].isdigit():
-            post = await context.storage.find_post(parts[-2].lower(), int(parts[-1]))
+    elif (link := parse_post_link(ref)) is not None:
+        post = await context.storage.find_post(*link)
     if post is None:
         await reply(update, f"No stored post {html.escape(ref)}.")
         return
     try:
-        labels = [] if labels_arg.lower() in ("none", "-") else [_label(x) for x in labels_arg.split(",") if x]
+        labels = [] if labels_arg.lower() in ("none", "-") else [parse_label(x) for x in labels_arg.split(",") if x]
     except UsageError as exc:
         await reply(update, html.escape(str(exc)))
         return

@@ -6,10 +6,11 @@ import html
 
 from telegram import Update
 
-from bot.alerts import ADDRESSEE_NAMES, LANG_NAMES, channel_link, labels_text
-from bot.context import BotContext
-from bot.telegram_adapter import post_from_channel_message, post_from_forward
+from bot.channels import channel_link
+from bot.shell.adapter import post_from_channel_message, post_from_forward
+from bot.shell.context import BotContext
 from handlers.common import reply
+from models.taxonomy import ADDRESSEE_NAMES, LANG_NAMES, labels_text
 
 
 async def channel_post(update: Update, context: BotContext) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from telegram import Update
 
+from bot.arguments import UsageError, parse_label, parse_period, parse_search
 from bot.charts import appeals_chart
-from bot.context import BotContext
 from bot.export import write_csv, write_json
-from bot.queries import UsageError, _label, parse_period, parse_search
+from bot.shell.context import BotContext
 from bot.storage import SearchQuery
 from handlers.common import command_args, reply
 
@@ -57,7 +57,7 @@ async def trend(update: Update, context: BotContext) -> None:
             period_arg = token
         else:
             try:
-                label = _label(token)
+                label = parse_label(token)
             except UsageError as exc:
                 await reply(update, html.escape(str(exc)))
                 return

@@ -7,14 +7,17 @@ import secrets
 
 from telegram import Update
 
-from bot.alerts import LANG_NAMES, Button, Rendered, channel_link, labels_text
-from bot.context import BotContext
+from bot.arguments import UsageError, parse_search
+from bot.callbacks import SearchPage
+from bot.channels import channel_link, parse_post_link
 from bot.domain import StoredPost
-from bot.queries import UsageError, parse_search
-from bot.semantic import HybridResult, hybrid_search, similar_posts
+from bot.messages import Button, Rendered
+from bot.search import HybridResult, hybrid_search, similar_posts
+from bot.shell.adapter import keyboard
+from bot.shell.context import BotContext
 from bot.storage import SearchQuery
-from bot.telegram_adapter import keyboard
 from handlers.common import command_args, edit_message, reply
+from models.taxonomy import LANG_NAMES, labels_text
 
 PAGE_SIZE = 5
 MAX_SESSIONS = 2000
@@ -48,10 +51,10 @@ def render_page(q: SearchQuery, posts: list[StoredPost], total: int, page: int, 
     body = "\n\n".join(render_result(page * PAGE_SIZE + i + 1, p) for i, p in enumerate(posts))
     nav: list[Button] = []
     if page > 0:
-        nav.append(Button("◀ Prev", data=f"s:{token}:{page - 1}"))
-    nav.append(Button(f"{page + 1}/{pages}", data=f"s:{token}:{page}"))
+        nav.append(Button("◀ Prev", data=SearchPage(token, page - 1).encode()))
+    nav.append(Button(f"{page + 1}/{pages}", data=SearchPage(token, page).encode()))
     if page + 1 < pages:
-        nav.append(Button("Next ▶", data=f"s:{token}:{page + 1}"))
+        nav.append(Button("Next ▶", data=SearchPage(token, page + 1).encode()))
     return Rendered(f"{head} · page {page + 1}/{pages}\n\n{body}", (tuple(nav),) if pages > 1 else ())
 
 
@@ -85,8 +88,9 @@ async def search(update: Update, context: BotContext) -> None:
 
 async def search_page(update: Update, context: BotContext) -> None:
     query = update.callback_query
-    assert query is not None and query.data is not None
-    _, token, page_s = query.data.split(":", 2)
+    assert query is not None
+    button = SearchPage.decode(query.data)
+    token, page_s = button.token, button.page
     q = context.services.search_sessions.get(token)
     if q is None:
         await query.answer("This search has expired — run /search again.", show_alert=True)
@@ -104,11 +108,8 @@ async def similar(update: Update, context: BotContext) -> None:
     post = None
     if ref.isdigit():
         post = await context.storage.get_post(int(ref))
-    elif "t.me/" in ref:
-        parts = ref.rstrip("/").split("/")
-        if len(parts) >= 2 and parts[-1].isdigit():
-            channel = f"c:{parts[-2]}" if len(parts) >= 3 and parts[-3] == "c" else parts[-2].lower()
-            post = await context.storage.find_post(channel, int(parts[-1]))
+    elif (link := parse_post_link(ref)) is not None:
+        post = await context.storage.find_post(*link)
     if not ref:
         await reply(update, "Usage: /similar https://t.me/channel/123 (or a post number from /search)")
         return

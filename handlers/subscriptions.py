@@ -8,12 +8,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from telegram import Update
 
-from bot.alerts import LANG_NAMES, Button, Rendered, labels_text
-from bot.context import BotContext
-from bot.domain import LABELS, Filters
-from bot.queries import UsageError, parse_filters
+from bot.arguments import UsageError, parse_filters
+from bot.callbacks import SettingsChoice, SubscriptionChoice
+from bot.channels import normalise_channel
+from bot.domain import Filters
+from bot.messages import Button, Rendered
+from bot.shell.adapter import keyboard
+from bot.shell.context import BotContext
 from bot.storage import ChatSettings
 from handlers.common import command_args, edit_message, reply
+from models.taxonomy import LABELS, LANG_NAMES, labels_text
 
 LANG_CHOICES = ("ru", "uk", "en")
 SCORE_CHOICES = (0.5, 0.7, 0.9)
@@ -32,12 +36,14 @@ def filters_keyboard(f: Filters) -> Rendered:
         return "✅ " if on else ""
 
     label_rows = [
-        tuple(Button(mark(lbl in f.labels) + labels_text([lbl]), data=f"sub:l:{lbl}") for lbl in LABELS[i : i + 3])
+        tuple(Button(mark(lbl in f.labels) + labels_text([lbl]), data=SubscriptionChoice("l", lbl).encode())
+              for lbl in LABELS[i : i + 3])
         for i in range(0, len(LABELS), 3)
     ]
-    lang_row = tuple(Button(mark(g in f.languages) + LANG_NAMES[g], data=f"sub:g:{g}") for g in LANG_CHOICES)
-    score_row = tuple(Button(mark(f.min_score == s) + f"≥ {s}", data=f"sub:m:{s}") for s in SCORE_CHOICES)
-    return Rendered("", (*label_rows, lang_row, score_row, (Button("Done", data="sub:done"),)))
+    lang_row = tuple(Button(mark(g in f.languages) + LANG_NAMES[g], data=SubscriptionChoice("g", g).encode()) for g in LANG_CHOICES)
+    score_row = tuple(Button(mark(f.min_score == s) + f"≥ {s}", data=SubscriptionChoice("m", str(s)).encode())
+                      for s in SCORE_CHOICES)
+    return Rendered("", (*label_rows, lang_row, score_row, (Button("Done", data=SubscriptionChoice("done").encode()),)))
 
 
 def _chat_ids(update: Update) -> tuple[int, str, str | None]:
@@ -74,14 +80,15 @@ async def unsubscribe(update: Update, context: BotContext) -> None:
 
 async def subscription_button(update: Update, context: BotContext) -> None:
     query = update.callback_query
-    assert query is not None and query.data is not None
+    assert query is not None
     chat_id, _, _ = _chat_ids(update)
     settings = await context.storage.chat_settings(chat_id)
     if settings is None or settings.filters is None:
         await query.answer("Not subscribed any more — /subscribe first.", show_alert=True)
         return
     f = settings.filters
-    _, kind, value = [*query.data.split(":", 2), ""][:3]
+    choice = SubscriptionChoice.decode(query.data)
+    kind, value = choice.kind, choice.value
     if kind == "done":
         await query.answer("Saved")
         await edit_message(query, f"🔔 Subscribed: {describe_filters(f, context.config.alerts.min_score)}.")
@@ -101,7 +108,6 @@ async def subscription_button(update: Update, context: BotContext) -> None:
     await context.storage.subscribe(chat_id, f)
     await query.answer("Updated")
     kb = filters_keyboard(f)
-    from bot.telegram_adapter import keyboard
 
     await edit_message(query, f"🔔 Subscribed: {describe_filters(f, context.config.alerts.min_score)}.\nTap to narrow:",
                        keyboard(kb))
@@ -136,10 +142,11 @@ def settings_keyboard(s: ChatSettings) -> Rendered:
         return "✅ " if on else ""
 
     return Rendered("", (
-        tuple(Button(mark(s.digest_mode == m) + f"Digest {m}", data=f"set:d:{m}") for m in ("off", "daily", "weekly")),
-        (Button(mark(bool(s.quiet_start)) + "Quiet 23:00–07:00", data="set:q:23:00-07:00"),
-         Button(mark(not s.quiet_start) + "No quiet hours", data="set:q:off")),
-        (Button(mark(s.forward_original) + "Forward originals", data="set:f:toggle"),),
+        tuple(Button(mark(s.digest_mode == m) + f"Digest {m}", data=SettingsChoice("d", m).encode())
+              for m in ("off", "daily", "weekly")),
+        (Button(mark(bool(s.quiet_start)) + "Quiet 23:00–07:00", data=SettingsChoice("q", "23:00-07:00").encode()),
+         Button(mark(not s.quiet_start) + "No quiet hours", data=SettingsChoice("q", "off").encode())),
+        (Button(mark(s.forward_original) + "Forward originals", data=SettingsChoice("f", "toggle").encode()),),
     ))
 
 
@@ -167,7 +174,7 @@ async def _apply_setting(context: BotContext, chat_id: int, key: str, value: str
         if at:
             fields["digest_time"] = at.zfill(5)
         await storage.update_chat(chat_id, **fields)
-        from bot.scheduling import schedule_chat_digest
+        from bot.shell.jobs import schedule_chat_digest
 
         settings = await storage.chat_settings(chat_id)
         if settings is not None:
@@ -191,8 +198,6 @@ async def _apply_setting(context: BotContext, chat_id: int, key: str, value: str
         await storage.update_chat(chat_id, forward_original=int(on))
         return None
     if key == "unmute":
-        from bot.config import normalise_channel
-
         try:
             await storage.unmute_channel(chat_id, normalise_channel(value))
         except ValueError:
@@ -219,13 +224,11 @@ async def settings(update: Update, context: BotContext) -> None:
 
 
 async def settings_button(update: Update, context: BotContext) -> None:
-    from bot.telegram_adapter import keyboard
-
     query = update.callback_query
-    assert query is not None and query.data is not None
+    assert query is not None
     chat_id, _, _ = _chat_ids(update)
-    _, key, value = query.data.split(":", 2)
-    error = await _apply_setting(context, chat_id, key, value)
+    choice = SettingsChoice.decode(query.data)
+    error = await _apply_setting(context, chat_id, choice.key, choice.value)
     await query.answer(error or "Saved")
     s = await context.storage.chat_settings(chat_id)
     if s is not None:

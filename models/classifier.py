@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.domain import Classification
 from models.decoding import decide_labels
 from models.encoder import Encoder, TextEncoding, Window, default_threads
 from models.heads import Heads, packaged_heads_dir, sigmoid
 from models.language import detect_language
+from models.taxonomy import Classification
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def model_folder(heads_dir: Path | None, cache_dir: Path | None) -> Path:
 
 def adapter_dir(folder: Path) -> Path | None:
     """The fine-tuned encoder's LoRA adapter that belongs to these heads, if there is one."""
-    from models.finetune import ADAPTER_DIR
+    from models.paths import ADAPTER_DIR
 
     path = folder / ADAPTER_DIR
     return path if (path / "adapter_config.json").is_file() else None

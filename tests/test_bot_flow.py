@@ -10,11 +10,11 @@ import asyncio
 import re
 import time
 
-from bot.alerts import LANG_NAMES, labels_text
 from bot.app import services_of
 from bot.domain import Filters
 from bot.local_botapi import LocalBotAPI
-from handlers.basic import COMMANDS
+from handlers.menu import COMMANDS
+from models.taxonomy import LANG_NAMES, labels_text
 from tests.botkit import (
     APPEALS,
     NOT_APPEALS,
@@ -57,8 +57,8 @@ async def test_full_user_flow(tmp_path, classifier) -> None:  # type: ignore[no-
         # /start, and the command menu
         reply = await command(api, USER, "/start")
         assert "/subscribe" in shown(reply)
-        assert [c["command"] for c in api.commands()] == [name for name, _, _ in COMMANDS]
-        assert [c["description"] for c in api.commands()] == [what for _, what, _ in COMMANDS]
+        assert [c["command"] for c in api.commands()] == [c.name for c in COMMANDS]
+        assert [c["description"] for c in api.commands()] == [c.what for c in COMMANDS]
         assert (await storage.chat_settings(USER)) is not None
 
         # /subscribe (USER and a witness)

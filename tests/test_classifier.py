@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from models.dataset import load_examples
-from models.training import evaluate_predictions
+from models.training.dataset import load_examples
+from models.training.fit import evaluate_predictions
 
 MIL, FAM, PUB = "ru_military", "ru_families", "ru_public"
 
@@ -209,7 +209,7 @@ def test_clear_appeals_have_a_sensible_addressee(clear_results) -> None:  # type
 
 def test_every_label_is_recognised_somewhere(clear_results) -> None:  # type: ignore[no-untyped-def]
     # each of the six labels is predicted, as expected, for at least two of its clear cases
-    from bot.domain import LABELS
+    from models.taxonomy import LABELS
 
     for name in LABELS:
         hits = sum(
@@ -397,7 +397,7 @@ def test_scores_are_calibrated_on_the_test_split(test_split_metrics) -> None:  #
 
 
 def test_calibration_figures_catch_overconfidence() -> None:
-    from models.training import _calibration
+    from models.training.fit import _calibration
 
     y = np.array([True, False, True, False])
     assert _calibration(y, [1.0, 0.0, 1.0, 0.0]) == {"calibration_error": 0.0, "brier": 0.0}

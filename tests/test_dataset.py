@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 
-from bot.domain import LABELS
-from models.dataset import Example, load_examples, near_duplicate_groups, read_split
+from models.taxonomy import LABELS
+from models.training.dataset import Example, load_examples, near_duplicate_groups, read_split
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.domain import ADDRESSEES, LABELS
 from models.decoding import decide_labels
+from models.taxonomy import ADDRESSEES, LABELS
 
 THRESHOLDS = dict.fromkeys(LABELS, 0.5)
 

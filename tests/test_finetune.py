@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.dataset import load_examples
 from models.encoder import Encoder, adapter_digest
-from models.finetune import ADAPTER_DIR, FinetuneSettings, finetune_adapter
 from models.heads import packaged_heads_dir
+from models.paths import ADAPTER_DIR
+from models.training.dataset import load_examples
+from models.training.finetune import FinetuneSettings, finetune_adapter
 
 # one short epoch over a few posts: the real model and code path, in seconds
 TINY = FinetuneSettings(epochs=1, batch_size=8, max_length=48, learning_rate=5e-3, seed=7)
@@ -85,8 +86,8 @@ def test_sharing_the_base_tokenizer_and_embeddings_changes_nothing(model_cache: 
 
 
 def test_rarer_labels_weigh_more_in_the_loss() -> None:
-    from bot.domain import LABELS
-    from models.finetune import _label_pos_weight
+    from models.taxonomy import LABELS
+    from models.training.finetune import _label_pos_weight
 
     appeals = [e for e in load_examples() if e.split == "train" and e.appeal]
     counts = [sum(n in e.labels for e in appeals) for n in LABELS]

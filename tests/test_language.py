@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.dataset import load_examples
 from models.language import detect_language
+from models.training.dataset import load_examples
 
 LANGS = {"ru", "uk", "en", "other"}
 

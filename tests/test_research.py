@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from bot.charts import DPI, SIZE_INCHES, appeals_chart, chart_series
-from bot.domain import Classification, IncomingPost
+from bot.domain import IncomingPost
 from bot.export import write_csv, write_json
 from bot.storage import SearchQuery, Storage, content_hash
+from models.taxonomy import Classification
 
 
 def _cls(appeal: bool, labels: tuple[str, ...] = (), lang: str = "ru") -> Classification:
@@ -118,7 +119,7 @@ def test_a_feedback_batch_that_lowers_the_test_figures_is_refused(tmp_path: Path
     (Flipping appeals alone no longer hurts: over the fine-tuned encoder the heads keep ranking
     appeals first and only the threshold moves, so the test figures hold and the model is kept.)
     """
-    from models.dataset import load_examples
+    from models.training.dataset import load_examples
 
     async def seed() -> None:
         storage = Storage(tmp_path / "fb.sqlite3")

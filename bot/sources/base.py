@@ -1,6 +1,6 @@
 """The one interface every source feeds: the pipeline's door.
 
-Sources (bot updates, the t.me/s web preview, Desktop exports, Telethon) only turn
+Sources (bot updates, the t.me/s web preview, Desktop exports, forwards) only turn
 what they read into :class:`~bot.domain.IncomingPost` and hand it over; storing,
 language, classification and alerts happen behind ``ingest`` so every source gets
 the same guarantees (stored first, exactly once).

@@ -32,11 +32,11 @@ from bench.retrieval import (
     query_embedder,
     run_queries,
 )
-from bot import semantic
+from bot import search as semantic
 from bot.domain import IncomingPost
-from bot.semantic import VectorIndex, hybrid_search, rrf, similar_posts
+from bot.search import VectorIndex, hybrid_search, rrf, similar_posts
 from bot.storage import SearchQuery, Storage
-from models.dataset import load_examples
+from models.training.dataset import load_examples
 
 # -- VectorIndex ---------------------------------------------------------------------------------
 

@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.domain import ADDRESSEES, LABELS
+from models.taxonomy import ADDRESSEES, LABELS
 
-DATA_DIR = Path(__file__).parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"  # models/data
 SPLIT_FILE = DATA_DIR / "split.tsv"
 SPLITS = ("train", "dev", "test")
 

@@ -9,7 +9,10 @@ from zoneinfo import ZoneInfo
 
 from telegram.ext import Application, ContextTypes
 
+from bot.channels import chat_reference
 from bot.config import Config
+from bot.digest import send_digest
+from bot.shell.adapter import TelegramSender
 from bot.storage import ChatSettings
 
 log = logging.getLogger(__name__)
@@ -22,14 +25,15 @@ def _job_name(chat_id: int) -> str:
 
 
 async def _digest_job(context: ContextTypes.DEFAULT_TYPE) -> None:
-    from handlers.digests import send_digest
+    from bot.shell.context import SERVICES_KEY
 
+    services = context.bot_data[SERVICES_KEY]
     job = context.job
     assert job is not None
     chat_id: int | str = job.data[0]  # type: ignore[index]
     period: str = job.data[1]  # type: ignore[index]
     try:
-        await send_digest(context, chat_id, period)  # type: ignore[arg-type]
+        await send_digest(TelegramSender(context.bot), services.storage, chat_id, period, top=services.config.digest.top)
     except Exception:
         log.exception("scheduled digest for %s failed", chat_id)
 
@@ -51,7 +55,7 @@ def schedule_chat_digest(app: Application[Any, Any, Any, Any, Any, Any], chat: C
 
 
 async def _held_alerts_job(context: ContextTypes.DEFAULT_TYPE) -> None:
-    from bot.context import SERVICES_KEY
+    from bot.shell.context import SERVICES_KEY
 
     services = context.bot_data[SERVICES_KEY]
     sent = await services.alerts.deliver_held()
@@ -68,7 +72,6 @@ async def schedule_all(app: Application[Any, Any, Any, Any, Any, Any], config: C
         schedule_chat_digest(app, chat, config)
     jq.run_repeating(_held_alerts_job, interval=HELD_ALERTS_EVERY, first=5.0, name="held-alerts")
     if config.digest.publish_to is not None:
-        target = config.digest.publish_to
-        chat_ref = target if isinstance(target, int) else "@" + str(target).lstrip("@")
+        chat_ref = chat_reference(config.digest.publish_to)
         jq.run_daily(_digest_job, config.digest.time.replace(tzinfo=ZoneInfo(config.digest.timezone)),
                      name="digest:publish", data=(chat_ref, "24h"))

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from bot.storage import Storage
-from models.dataset import Example
+from models.training.dataset import Example
 
 
 async def feedback_examples(db_path: Path) -> list[Example]:

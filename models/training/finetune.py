@@ -23,16 +23,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.domain import ADDRESSEES, LABELS
-from models.dataset import Example
 from models.encoder import QUERY_PREFIX, bf16_supported
+from models.paths import ADAPTER_DIR
+from models.taxonomy import ADDRESSEES, LABELS
+from models.training.dataset import Example
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
-ADAPTER_DIR = "adapter"
 # The linear layers of every BERT block (query, key, value and the three "dense" ones).
 TARGET_MODULES = ("query", "key", "value", "dense")
 

@@ -9,20 +9,14 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, LinkPrevie
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, TelegramError
 
-from bot.alerts import Rendered, SendOutcome
+from bot.alerts import SendOutcome
+from bot.channels import channel_key
 from bot.domain import IncomingPost, SourceKind
+from bot.messages import Rendered
 
 log = logging.getLogger(__name__)
 
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
-
-
-def channel_key(chat_id: int, username: str | None) -> str:
-    """A channel's stable key: its username, else ``c:<id without -100>`` (see bot.domain)."""
-    if username:
-        return username.lower()
-    s = str(chat_id)
-    return "c:" + (s[4:] if s.startswith("-100") else s.lstrip("-"))
 
 
 def keyboard(rendered: Rendered) -> InlineKeyboardMarkup | None:
@@ -103,3 +97,11 @@ class TelegramSender:
         await self.bot.edit_message_text(message.html, chat_id=chat_id, message_id=message_id,
                                          parse_mode=ParseMode.HTML, reply_markup=keyboard(message),
                                          link_preview_options=NO_PREVIEW)
+
+    async def post(self, chat: int | str, message: Rendered) -> None:
+        """``DigestSender``: like ``send`` but raising, for messages whose sender wants the error."""
+        await self.bot.send_message(chat, message.html, parse_mode=ParseMode.HTML, reply_markup=keyboard(message),
+                                    link_preview_options=NO_PREVIEW)
+
+    async def post_photo(self, chat: int | str, png: bytes, caption: str) -> None:
+        await self.bot.send_photo(chat, png, caption=caption, parse_mode=ParseMode.HTML)

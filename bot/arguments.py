@@ -10,9 +10,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from bot.config import normalise_channel
-from bot.domain import LABELS, LANGUAGES, Filters
+from bot.channels import normalise_channel
+from bot.domain import Filters
 from bot.storage import SearchQuery
+from models.taxonomy import LABELS, LANGUAGES
 
 MAX_QUERY_CHARS = 500
 
@@ -26,7 +27,7 @@ class UsageError(ValueError):
     """Bad input from a user; the message is their answer."""
 
 
-def _label(value: str) -> str:
+def parse_label(value: str) -> str:
     v = value.lower().strip()
     v = LABEL_ALIASES.get(v, v)
     if v not in LABELS:
@@ -75,7 +76,7 @@ def parse_search(text: str) -> SearchQuery:
         if key in ("lang", "language"):
             lang = _lang(value)
         elif key in ("label", "labels"):
-            labels.extend(_label(v) for v in value.split(",") if v)
+            labels.extend(parse_label(v) for v in value.split(",") if v)
         elif key == "channel":
             channel = _channel(value)
         elif key in ("since", "from"):
@@ -106,7 +107,7 @@ def parse_filters(args: list[str]) -> Filters:
         if not parts:
             raise UsageError(f"“{token}” has no value. Example: /subscribe surrender lang:ru min:0.8")
         if key in ("label", "labels"):
-            labels.extend(_label(v) for v in parts)
+            labels.extend(parse_label(v) for v in parts)
         elif key in ("lang", "language"):
             langs.extend(_lang(v) for v in parts)
         elif key == "channel":

@@ -1,21 +1,28 @@
-"""``appealwatch import``: history from Telegram Desktop's JSON export, through the same pipeline.
+"""``appealwatch import`` and ``appealwatch export``: moving an archive in and out of storage.
 
-Imported posts are stored and classified like live ones but raise no alerts: they are
-history. A second import of the same file adds nothing.
+Import reads Telegram Desktop's JSON export (parsed by ``bot.sources.desktop_export``) through
+the same pipeline as live posts; imported posts are history, so they raise no alerts, and a
+second import of the same file adds nothing. Export streams the archive as CSV or JSON with
+the same filters as ``/search``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-from bot.config import Config, normalise_channel
+from bot.arguments import UsageError, parse_search
+from bot.channels import normalise_channel
+from bot.config import Config
+from bot.export import write_csv, write_json
 from bot.pipeline import Pipeline
 from bot.sources.desktop_export import import_export
-from bot.storage import Storage
+from bot.storage import SearchQuery, Storage
 
 
 async def run_import(cfg: Config, path: Path, *, channel: str | None = None) -> int:
@@ -58,4 +65,29 @@ async def run_import(cfg: Config, path: Path, *, channel: str | None = None) -> 
               f"by language: {dict(by_lang.most_common())}")
     finally:
         await storage.close()
+    return 0
+
+
+
+async def run_export(cfg: Config, args: argparse.Namespace) -> int:
+    text = " ".join(args.query)
+    try:
+        q = parse_search(text) if text.strip() else SearchQuery()
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    storage = Storage(cfg.storage.path)
+    await storage.open()
+    try:
+        # a local file written row by row as the rows stream in
+        out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8", newline="")  # noqa: ASYNC230
+        try:
+            writer = write_csv if args.format == "csv" else write_json
+            n = await writer(storage.iter_export(q), out)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+    finally:
+        await storage.close()
+    print(f"exported {n} posts", file=sys.stderr)
     return 0
