@@ -26,6 +26,7 @@ demo: setup
 lint:
 	$(BIN)/ruff check bot handlers models tests bench
 	$(BIN)/mypy bot handlers models
+	$(BIN)/lint-imports
 
 test: setup lint
 	$(BIN)/python -m pytest -q

@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.domain import IncomingPost  # noqa: E402
-from bot.sources.webpreview import TokenBucket, WebPreviewSettings, WebPreviewSource  # noqa: E402
+from bot.sources.ratelimit import TokenBucket  # noqa: E402
+from bot.sources.webpreview import WebPreviewSettings, WebPreviewSource  # noqa: E402
 
 POST = (
     '<div class="tgme_widget_message_wrap js-widget_message_wrap">'

@@ -14,9 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
-import random
-import re
 import resource
 import statistics
 import time
@@ -25,59 +22,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from archive import DIM, build_archive  # bench/archive.py: scripts run as `python bench/X.py`
 
 from bot.charts import appeals_chart
 from bot.export import write_csv, write_json
 from bot.search import VectorIndex, hybrid_search
-from bot.storage import SearchQuery, Storage, content_hash, label_mask, meta_tokens
-from models.taxonomy import LABELS
-from models.training.dataset import load_examples
+from bot.storage import SearchQuery, Storage
 
 QUERIES = ["сдавайтесь", "амністія для тих хто здасться", "prisoners calling their mothers", "хочу жить",
            "російські військові", "обмін полоненими", "your television lies", "не подписывайте контракт",
            "мамы солдат", "threat"]
-DIM = 384
 
 
 async def build(db: Path, n: int, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    nrng = np.random.default_rng(seed)
-    sentences = []
-    for e in load_examples():
-        sentences += [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", e.text) if len(s.strip()) > 20]
-    storage = Storage(db)
-    await storage.open()
-    conn = storage.db
-    for i in range(200):
-        await storage.ensure_channel(f"channel_{i}", source="bot", watched=True)
-    start = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
-    await conn.execute("BEGIN")
-    for i in tqdm(range(n), desc="synthesising posts", unit="post", mininterval=10):
-        text = " ".join(rng.choice(sentences) for _ in range(rng.randint(1, 4)))
-        ch = rng.randrange(200) + 1
-        date = start + rng.randrange(300 * 86400)
-        lang = rng.choice(["ru", "ru", "uk", "uk", "en"])
-        appeal = rng.random() < 0.1
-        labels = rng.sample(LABELS, rng.randint(1, 2)) if appeal else []
-        cur = await conn.execute(
-            "INSERT INTO posts(channel_id, message_id, text, date, first_seen, source, content_hash, lang, state, "
-            "search_meta) VALUES (?,?,?,?,?,?,?,?,'done',?)",
-            (ch, i, text, date, date, "bot", content_hash(text), lang, meta_tokens(f"channel_{ch - 1}", lang, labels, appeal)))
-        vec = nrng.standard_normal(DIM).astype(np.float32)
-        vec /= np.linalg.norm(vec)
-        await conn.execute(
-            "INSERT INTO classifications VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (cur.lastrowid, int(appeal), rng.uniform(0.6, 1) if appeal else rng.uniform(0, 0.4), json.dumps(labels),
-             "{}", "ru_military" if appeal else None, "[]", date, vec.astype(np.float16).tobytes(), label_mask(labels)))
-        await conn.execute("INSERT INTO post_edits(post_id, text, content_hash, edit_date, seen_at) VALUES (?,?,?,?,?)",
-                           (cur.lastrowid, text, content_hash(text), None, date))
-        if i % 50_000 == 49_999:
-            await conn.execute("COMMIT")
-            await conn.execute("BEGIN")
-    await conn.execute("COMMIT")
-    await conn.execute("INSERT INTO posts_fts(posts_fts) VALUES ('optimize')")
-    await storage.close()
+    await build_archive(db, n, start=datetime(2026, 1, 1, tzinfo=UTC), days=300, vectors=True, seed=seed)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -141,7 +99,7 @@ async def measure(db: Path, repeats: int, export_limit: int | None) -> None:
         sink = Sink()
         tracemalloc.start()
         t = time.perf_counter()
-        rows = storage.iter_export(q)
+        rows = storage.export_rows(q)
         if export_limit:
             rows = _limit(rows, export_limit)
         count = await writer(rows, sink)  # type: ignore[arg-type]

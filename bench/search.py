@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import random
-import re
 import statistics
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-from tqdm import tqdm
+from archive import build_archive  # bench/archive.py: scripts run as `python bench/X.py`
 
-from bot.storage import SearchQuery, Storage, content_hash, label_mask, meta_tokens
-from models.taxonomy import LABELS
-from models.training.dataset import load_examples
+from bot.storage import SearchQuery, Storage
 
 QUERIES = [
     SearchQuery(words="сдавайтесь"),
@@ -41,40 +37,7 @@ QUERIES = [
 
 
 async def build(db: Path, n: int, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    sentences = []
-    for e in load_examples():
-        sentences += [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", e.text) if len(s.strip()) > 20]
-    storage = Storage(db)
-    await storage.open()
-    conn = storage.db
-    for i in range(200):
-        await storage.ensure_channel(f"channel_{i}", source="bot", watched=True)
-    start = 1_735_689_600  # 2025-01-01
-    await conn.execute("BEGIN")
-    for i in tqdm(range(n), desc="synthesising posts", unit="post", mininterval=10):
-        text = " ".join(rng.choice(sentences) for _ in range(rng.randint(1, 4)))
-        ch = rng.randrange(200) + 1
-        date = start + rng.randrange(365 * 86400)
-        lang = rng.choice(["ru", "ru", "uk", "uk", "en"])
-        appeal = rng.random() < 0.1
-        labels = rng.sample(LABELS, rng.randint(1, 2)) if appeal else []
-        cur = await conn.execute(
-            "INSERT INTO posts(channel_id, message_id, text, date, first_seen, source, content_hash, lang, state, "
-            "search_meta) VALUES (?,?,?,?,?,?,?,?,'done',?)",
-            (ch, i, text, date, date, "bot", content_hash(text), lang,
-             meta_tokens(f"channel_{ch - 1}", lang, labels, appeal)))
-        if appeal:
-            await conn.execute(
-                "INSERT INTO classifications VALUES (?,?,?,?,?,?,?,?,NULL,?)",
-                (cur.lastrowid, 1, rng.uniform(0.6, 1), json.dumps(labels), "{}", "ru_military", "[]", date,
-                 label_mask(labels)))
-        if i % 50_000 == 49_999:
-            await conn.execute("COMMIT")
-            await conn.execute("BEGIN")
-    await conn.execute("COMMIT")
-    await conn.execute("INSERT INTO posts_fts(posts_fts) VALUES ('optimize')")
-    await storage.close()
+    await build_archive(db, n, start=datetime(2025, 1, 1, tzinfo=UTC), days=365, vectors=False, seed=seed)
 
 
 async def measure(db: Path, repeats: int) -> None:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from selectolax.lexbor import LexborHTMLParser  # noqa: E402
 
-from bot.sources.webpreview import parse_page  # noqa: E402
+from bot.sources.webpreview.parse import parse_page  # noqa: E402
 
 PAGE = ROOT / "tests" / "fixtures" / "tme" / "channel_page.html"
 

@@ -157,9 +157,7 @@ class AlertDispatcher:
         if not message_id or post.story_id is None:
             return
         channels = await self.storage.story_channels(post.story_id)
-        first_rows = await self.storage.fetch_all(
-            "SELECT first_post_id FROM stories WHERE id=?", (post.story_id,))
-        first = await self.storage.get_post(int(first_rows[0][0])) if first_rows else None
+        first = await self.storage.story_first_post(post.story_id)
         if first is None:
             return
         others = [c for c in channels[1:] if c != first.channel]

@@ -260,10 +260,10 @@ class Pipeline:
     async def _assign_story(self, post_id: int, vector: np.ndarray) -> None:
         """Exact copies (same normalised text) or near-copies/translations (cosine) share a story."""
         since = datetime.now(UTC) - self.story_window
-        rows = await self.storage.fetch_all("SELECT story_id, content_hash FROM posts WHERE id=?", (post_id,))
-        if not rows or rows[0][0] is not None:
+        known = await self.storage.story_and_hash(post_id)
+        if known is None or known[0] is not None:
             return
-        h = rows[0][1]
+        h = known[1]
         best: tuple[float, int] | None = None
         for _pid, story, other_hash, emb in await self.storage.story_candidates(since, post_id):
             if other_hash == h:

@@ -76,16 +76,14 @@ class VectorIndex:
         """Read the stored appeal embeddings (at start-up)."""
         last = 0
         while True:
-            rows = await storage.fetch_all(
-                "SELECT post_id, embedding FROM classifications WHERE appeal=1 AND embedding IS NOT NULL "
-                "AND post_id>? ORDER BY post_id LIMIT ?", (last, chunk))
+            rows = await storage.appeal_embeddings(last, chunk)
             if not rows:
                 break
-            for r in rows:
-                vec = np.frombuffer(r[1], dtype=np.float16)
+            for post_id, blob in rows:
+                vec = np.frombuffer(blob, dtype=np.float16)
                 if vec.shape[0] == self.dim:
-                    self.add(int(r[0]), vec)
-            last = int(rows[-1][0])
+                    self.add(post_id, vec)
+            last = rows[-1][0]
         self._flush()
         return len(self._ids)
 
@@ -95,36 +93,6 @@ class HybridResult:
     posts: list[StoredPost]
     total: int
     capped: bool
-
-
-async def _filter_ids(storage: Storage, ids: Sequence[int], q: SearchQuery) -> list[int]:
-    """Apply /search's filters to vector candidates (they come from outside the FTS query)."""
-    if not ids:
-        return []
-    where = [f"p.id IN ({','.join('?' * len(ids))})"]
-    args: list[object] = list(ids)
-    if q.lang:
-        where.append("p.lang=?")
-        args.append(q.lang)
-    if q.channel:
-        where.append("c.key=?")
-        args.append(q.channel)
-    if q.labels:
-        marks = ",".join("?" * len(q.labels))
-        where.append(f"EXISTS (SELECT 1 FROM json_each(cl.labels) WHERE value IN ({marks}))")
-        args.extend(q.labels)
-    if q.since:
-        where.append("p.date>=?")
-        args.append(int(q.since.timestamp()))
-    if q.until:
-        where.append("p.date<?")
-        args.append(int(q.until.timestamp()))
-    where.append("(p.story_id IS NULL OR p.id=(SELECT first_post_id FROM stories s WHERE s.id=p.story_id))")
-    rows = await storage.fetch_all(
-        "SELECT p.id FROM posts p JOIN channels c ON c.id=p.channel_id LEFT JOIN classifications cl ON cl.post_id=p.id "
-        f"WHERE {' AND '.join(where)}", args)
-    keep = {int(r[0]) for r in rows}
-    return [i for i in ids if i in keep]
 
 
 def rrf(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[int]:
@@ -156,7 +124,7 @@ async def hybrid_search(storage: Storage, index: VectorIndex | None, embed: Call
         capped = total >= storage.SEARCH_WINDOW
     qvec = await asyncio.get_running_loop().run_in_executor(None, embed, q.words)
     hits = [i for i, sim in index.search(qvec, CANDIDATES * 2) if sim >= min_similarity]
-    vec_ids = (await _filter_ids(storage, hits, q))[:CANDIDATES]
+    vec_ids = (await storage.filter_post_ids(hits, q))[:CANDIDATES]
     by_id = {p.id: p for p in fts_posts}
     fused = rrf([list(by_id), vec_ids]) if mode == "hybrid" else vec_ids
     out = []
@@ -178,13 +146,11 @@ async def similar_posts(storage: Storage, index: VectorIndex, post_id: int, *, l
         return []
     vec = index.vector_of(post_id)
     if vec is None:
-        rows = await storage.fetch_all("SELECT embedding FROM classifications WHERE post_id=?", (post_id,))
-        if rows and rows[0][0] is not None:
-            vec = np.frombuffer(rows[0][0], dtype=np.float16).astype(np.float32)
-        elif embed is not None and source.text.strip():
-            vec = np.asarray(await asyncio.to_thread(embed, source.text), dtype=np.float32)
-        else:
+        vec = await storage.embedding_of(post_id)
+    if vec is None:
+        if embed is None or not source.text.strip():
             return []
+        vec = np.asarray(await asyncio.to_thread(embed, source.text), dtype=np.float32)
     out = []
     for pid, sim in index.search(vec, limit * 3, exclude=post_id):
         post = await storage.get_post(pid)

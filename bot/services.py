@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from bot.alerts import AlertDispatcher
 from bot.config import Config
-from bot.pipeline import Pipeline
+from bot.pipeline import Pipeline, Scorer
 from bot.search import VectorIndex
-from bot.storage import Storage
+from bot.sources.webpreview import WebPreviewSource
+from bot.storage import SearchQuery, Storage
+
+
+class Model(Scorer, Protocol):
+    """What the running bot needs from ``models.classifier.AppealClassifier``: scores and embeddings."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 @dataclass(slots=True)
@@ -19,12 +29,12 @@ class Services:
     storage: Storage
     pipeline: Pipeline
     alerts: AlertDispatcher
-    classifier: Any
+    classifier: Model
     vectors: VectorIndex | None = None
-    web_source: Any = None
-    search_sessions: dict[str, Any] = field(default_factory=dict)
+    web_source: WebPreviewSource | None = None
+    search_sessions: dict[str, SearchQuery] = field(default_factory=dict)  # /search pages, by button token
     background: list[asyncio.Task[Any]] = field(default_factory=list)
 
-    def embed_query(self, text: str) -> Any:
+    def embed_query(self, text: str) -> np.ndarray:
         """One search query's embedding (runs on a worker thread)."""
-        return self.classifier.embed([text])[0]
+        return np.asarray(self.classifier.embed([text])[0], dtype=np.float32)

@@ -30,12 +30,12 @@ async def export(update: Update, context: BotContext) -> None:
     with tempfile.TemporaryDirectory(prefix="appealwatch-export-") as tmp:
         csv_path, json_path = Path(tmp) / "appealwatch-export.csv", Path(tmp) / "appealwatch-export.json"
         with csv_path.open("w", encoding="utf-8", newline="") as f:
-            n = await write_csv(context.storage.iter_export(q), f)
+            n = await write_csv(context.storage.export_rows(q), f)
         if n == 0:
             await reply(update, "Nothing to export for that query.")
             return
         with json_path.open("w", encoding="utf-8") as f:
-            await write_json(context.storage.iter_export(q), f)
+            await write_json(context.storage.export_rows(q), f)
         if max(csv_path.stat().st_size, json_path.stat().st_size) > MAX_UPLOAD:
             await reply(update, f"{n} posts is more than Telegram lets a bot upload; narrow the query, "
                                 "or run <code>appealwatch export … --out file.csv</code> on the server.")

@@ -18,8 +18,10 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -277,7 +279,11 @@ async def _found(storage: Storage, channel: str, message_id: int) -> bool:
 
 
 async def rows(app: AnyApp, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-    return await storage_of(app).fetch_all(sql, args)
+    """Read the bot's database file as an outsider would: a separate read-only connection (WAL lets it)."""
+    path = storage_of(app).path
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        db.row_factory = sqlite3.Row
+        return db.execute(sql, args).fetchall()
 
 
 # -- logs ----------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ async def _archive(tmp_path: Path) -> Storage:
 
 async def _export(storage: Storage, q: SearchQuery, fmt: str) -> str:
     out = io.StringIO()
-    await (write_csv if fmt == "csv" else write_json)(storage.iter_export(q), out)
+    await (write_csv if fmt == "csv" else write_json)(storage.export_rows(q), out)
     return out.getvalue()
 
 

@@ -11,9 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from bot.app import services_of
 from bot.local_botapi import LocalBotAPI
-from tests.botkit import Channel, alerts_to, command, post_and_settle, running_bot, subscribe
+from tests.botkit import Channel, alerts_to, command, post_and_settle, rows, running_bot, subscribe
 
 APPEAL = ("Российские военные! Сдавайтесь в плен — вам гарантированы жизнь, еда и медицинская помощь. "
           "Звоните на горячую линию «Хочу жить» или пишите в чат-бот, частота 149.200.")
@@ -42,8 +41,8 @@ async def test_a_reposted_appeal_is_one_alert_updated_with_where_else_it_appeare
         text = reply.shown_text or ""
         assert text.count("@first_source") == 1 and "@second_source" not in text
         assert "🔁 1 repost" in text
-        rows = await services_of(app).storage.fetch_all("SELECT status FROM alerts WHERE chat_id=? ORDER BY post_id", (USER,))
-        assert [r[0] for r in rows] == ["sent", "skipped"]
+        statuses = await rows(app, "SELECT status FROM alerts WHERE chat_id=? ORDER BY post_id", (USER,))
+        assert [r[0] for r in statuses] == ["sent", "skipped"]
 
 
 async def test_settings_schedule_a_daily_digest_in_the_chats_time_zone(tmp_path: Path, classifier) -> None:  # type: ignore[no-untyped-def]

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from bot.channels import channel_name
 from bot.domain import IncomingPost
 from bot.sources.webpreview import (
     ChannelUnavailable,
@@ -28,7 +29,6 @@ from bot.sources.webpreview import (
     TokenBucket,
     WebPreviewSettings,
     WebPreviewSource,
-    normalize_channel,
     parse_page,
     parse_views,
 )
@@ -186,8 +186,8 @@ def test_parse_views(raw: str, expected: int | None) -> None:
     "raw",
     ["@FrontLine_Appeals", "frontline_appeals", "https://t.me/s/FrontLine_Appeals", "t.me/frontline_appeals/4101"],
 )
-def test_normalize_channel(raw: str) -> None:
-    assert normalize_channel(raw) == CHANNEL
+def test_channel_names_are_normalised(raw: str) -> None:
+    assert channel_name(raw) == CHANNEL
 
 
 # --------------------------------------------------------------------------- a local t.me

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from collections import Counter
@@ -50,14 +49,12 @@ async def run_import(cfg: Config, path: Path, *, channel: str | None = None) -> 
         await pipeline.wait_idle()
         await pipeline.stop()
         seconds = time.perf_counter() - started
-        rows = await storage.fetch_all(
-            "SELECT p.lang, cl.labels FROM posts p JOIN channels c ON c.id=p.channel_id "
-            "JOIN classifications cl ON cl.post_id=p.id WHERE c.key=? AND cl.appeal=1", (summary.channel,))
+        rows = await storage.channel_appeals(summary.channel)
         by_label: Counter[str] = Counter()
         by_lang: Counter[str] = Counter()
         for lang, labels in rows:
             by_lang[lang or "?"] += 1
-            by_label.update(json.loads(labels))
+            by_label.update(labels)
         skipped = ", ".join(f"{n} {why}" for why, n in summary.skipped.items()) or "none"
         print(f"\nImported {path} as {summary.channel} in {seconds:.1f} s")
         print(f"  messages read: {summary.read}, posts: {summary.posts}, new: {summary.new}, skipped: {skipped}")
@@ -83,7 +80,7 @@ async def run_export(cfg: Config, args: argparse.Namespace) -> int:
         out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8", newline="")  # noqa: ASYNC230
         try:
             writer = write_csv if args.format == "csv" else write_json
-            n = await writer(storage.iter_export(q), out)
+            n = await writer(storage.export_rows(q), out)
         finally:
             if out is not sys.stdout:
                 out.close()

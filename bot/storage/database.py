@@ -1,30 +1,13 @@
-"""SQLite storage through one aiosqlite connection: posts, classifications, chats, alerts.
-
-Why these choices:
-
-* **WAL** so searches never wait for ingestion, and a SIGKILL loses nothing committed.
-* **Versioned migrations** (sqlite-utils style: ordered functions recorded in a table),
-  so an old database file upgrades itself at start-up.
-* **Exactly once**: a post is unique per (channel, message id); a repeated delivery is
-  a no-op, a changed text becomes an edit with its history kept (evidence).
-* **Alerts at most once per chat and post**: the row is written before the message is
-  sent, so a crash can never produce a second copy.
-* **FTS5** external-content index over post text with ``unicode61 remove_diacritics 2``
-  (folds Cyrillic case and ё/е), kept in sync by triggers; user words are always quoted.
-"""
+"""``Storage``: every SQL statement the bot runs, over one aiosqlite connection."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import math
-import re
 import sqlite3
 import time
-import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,9 +17,11 @@ import numpy as np
 
 from bot.channels import permalink
 from bot.domain import ChannelHealth, Filters, IncomingPost, StoredPost
-from models.taxonomy import LABELS, Classification
-
-Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+from bot.storage.fingerprint import content_hash
+from bot.storage.fts import filter_tokens, meta_tokens, quote_fts
+from bot.storage.records import ArchivedPost, ChatSettings, IngestResult, SearchQuery
+from bot.storage.schema import MIGRATIONS
+from models.taxonomy import Classification
 
 
 def _ts(dt: datetime | None) -> int | None:
@@ -60,265 +45,6 @@ def _iso(ts: int | None) -> str | None:
 
 def _dt(ts: int | None) -> datetime | None:
     return datetime.fromtimestamp(ts, UTC) if ts is not None else None
-
-
-_URLS = re.compile(r"https?://\S+|t\.me/\S+|@\w+")
-_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
-
-
-def normalise_text(text: str) -> str:
-    """Text as a repost would also read: no links, mentions, emoji, punctuation or case."""
-    t = unicodedata.normalize("NFKC", text).lower()
-    t = _URLS.sub(" ", t)
-    return " ".join(_NON_WORD.sub(" ", t).split())
-
-
-def content_hash(text: str) -> str:
-    """SHA-256 of the normalised text: the evidence fingerprint and the exact-repost key."""
-    return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
-
-
-async def _run_script(db: aiosqlite.Connection, script: str) -> None:
-    """Run statements one by one: executescript() would COMMIT and break the migration's transaction."""
-    buf = ""
-    for line in script.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            await db.execute(buf)
-            buf = ""
-    if buf.strip():
-        raise ValueError(f"incomplete SQL statement in migration: {buf[:80]!r}")
-
-
-async def _m1_initial(db: aiosqlite.Connection) -> None:
-    await _run_script(db,
-        """
-        CREATE TABLE channels (
-            id INTEGER PRIMARY KEY,
-            key TEXT NOT NULL UNIQUE,          -- username (lower case) or 'c:<id>'
-            chat_id INTEGER,
-            title TEXT,
-            source TEXT NOT NULL DEFAULT 'bot',
-            watched INTEGER NOT NULL DEFAULT 0,
-            added_by INTEGER,
-            added_at INTEGER NOT NULL,
-            last_fetch_ok INTEGER,
-            last_error TEXT,
-            unavailable_reason TEXT
-        );
-        CREATE TABLE fetch_errors (
-            channel_id INTEGER NOT NULL REFERENCES channels(id),
-            at INTEGER NOT NULL,
-            error TEXT NOT NULL
-        );
-        CREATE INDEX fetch_errors_at ON fetch_errors(channel_id, at);
-        CREATE TABLE posts (
-            id INTEGER PRIMARY KEY,
-            channel_id INTEGER NOT NULL REFERENCES channels(id),
-            message_id INTEGER NOT NULL,
-            text TEXT NOT NULL,
-            has_media INTEGER NOT NULL DEFAULT 0,
-            date INTEGER NOT NULL,
-            first_seen INTEGER NOT NULL,
-            edit_date INTEGER,
-            views INTEGER,
-            forwarded_from TEXT,
-            reply_to INTEGER,
-            source TEXT NOT NULL,
-            content_hash TEXT NOT NULL,
-            lang TEXT,
-            lang_conf REAL,
-            state TEXT NOT NULL DEFAULT 'new',  -- new → classified → done; 'skipped' (nothing to read)
-            story_id INTEGER,
-            search_meta TEXT NOT NULL DEFAULT '',  -- filter tokens indexed beside the text (see meta_tokens)
-            UNIQUE(channel_id, message_id)
-        );
-        CREATE INDEX posts_state ON posts(state);
-        CREATE INDEX posts_date ON posts(date);
-        CREATE INDEX posts_hash ON posts(content_hash);
-        CREATE INDEX posts_story ON posts(story_id);
-        CREATE TABLE post_edits (
-            post_id INTEGER NOT NULL REFERENCES posts(id),
-            text TEXT NOT NULL,
-            content_hash TEXT NOT NULL,
-            edit_date INTEGER,
-            seen_at INTEGER NOT NULL
-        );
-        CREATE INDEX post_edits_post ON post_edits(post_id);
-        CREATE TABLE classifications (
-            post_id INTEGER PRIMARY KEY REFERENCES posts(id),
-            appeal INTEGER NOT NULL,
-            score REAL NOT NULL,
-            labels TEXT NOT NULL,
-            label_scores TEXT NOT NULL,
-            addressee TEXT,
-            reasons TEXT NOT NULL,
-            classified_at INTEGER NOT NULL,
-            embedding BLOB,
-            label_mask INTEGER NOT NULL DEFAULT 0  -- bit i = LABELS[i]; cheap label filters in search
-        );
-        CREATE INDEX classifications_appeal ON classifications(appeal, score);
-        CREATE TABLE stories (
-            id INTEGER PRIMARY KEY,
-            first_post_id INTEGER NOT NULL REFERENCES posts(id),
-            first_seen INTEGER NOT NULL,
-            last_seen INTEGER NOT NULL,
-            posts INTEGER NOT NULL DEFAULT 1
-        );
-        CREATE TABLE chats (
-            chat_id INTEGER PRIMARY KEY,
-            type TEXT NOT NULL DEFAULT 'private',
-            title TEXT,
-            active INTEGER NOT NULL DEFAULT 1,
-            created_at INTEGER NOT NULL,
-            timezone TEXT,
-            quiet_start TEXT,
-            quiet_end TEXT,
-            digest_mode TEXT NOT NULL DEFAULT 'off',   -- off | daily | weekly
-            digest_time TEXT,
-            forward_original INTEGER NOT NULL DEFAULT 0,
-            deactivated_reason TEXT
-        );
-        CREATE TABLE subscriptions (
-            chat_id INTEGER PRIMARY KEY REFERENCES chats(chat_id),
-            labels TEXT NOT NULL DEFAULT '[]',
-            languages TEXT NOT NULL DEFAULT '[]',
-            channels TEXT NOT NULL DEFAULT '[]',
-            min_score REAL,
-            created_at INTEGER NOT NULL
-        );
-        CREATE TABLE muted_channels (
-            chat_id INTEGER NOT NULL,
-            channel_id INTEGER NOT NULL,
-            PRIMARY KEY (chat_id, channel_id)
-        );
-        CREATE TABLE alerts (
-            chat_id INTEGER NOT NULL,
-            post_id INTEGER NOT NULL REFERENCES posts(id),
-            story_id INTEGER,
-            status TEXT NOT NULL,          -- pending | sent | held | failed | skipped
-            created_at INTEGER NOT NULL,
-            sent_at INTEGER,
-            message_id INTEGER,
-            error TEXT,
-            PRIMARY KEY (chat_id, post_id)
-        );
-        CREATE INDEX alerts_status ON alerts(status);
-        CREATE INDEX alerts_story ON alerts(chat_id, story_id);
-        CREATE TABLE feedback (
-            id INTEGER PRIMARY KEY,
-            chat_id INTEGER NOT NULL,
-            user_id INTEGER,
-            post_id INTEGER NOT NULL REFERENCES posts(id),
-            verdict TEXT NOT NULL,          -- correct | not_appeal | relabel
-            labels TEXT,
-            created_at INTEGER NOT NULL
-        );
-        CREATE VIRTUAL TABLE posts_fts USING fts5(
-            text, search_meta, content='posts', content_rowid='id', tokenize='unicode61 remove_diacritics 2',
-            prefix='4 5 6'
-        );
-        CREATE TRIGGER posts_ai AFTER INSERT ON posts BEGIN
-            INSERT INTO posts_fts(rowid, text, search_meta) VALUES (new.id, new.text, new.search_meta);
-        END;
-        CREATE TRIGGER posts_ad AFTER DELETE ON posts BEGIN
-            INSERT INTO posts_fts(posts_fts, rowid, text, search_meta)
-                VALUES ('delete', old.id, old.text, old.search_meta);
-        END;
-        CREATE TRIGGER posts_au AFTER UPDATE OF text, search_meta ON posts BEGIN
-            INSERT INTO posts_fts(posts_fts, rowid, text, search_meta)
-                VALUES ('delete', old.id, old.text, old.search_meta);
-            INSERT INTO posts_fts(rowid, text, search_meta) VALUES (new.id, new.text, new.search_meta);
-        END;
-        """
-    )
-
-
-MIGRATIONS: list[tuple[str, Migration]] = [("0001_initial", _m1_initial)]
-
-
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    post_id: int
-    is_new: bool
-    edited: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ChatSettings:
-    chat_id: int
-    type: str
-    title: str | None
-    active: bool
-    timezone: str | None
-    quiet_start: str | None
-    quiet_end: str | None
-    digest_mode: str
-    digest_time: str | None
-    forward_original: bool
-    filters: Filters | None  # None: not subscribed
-    muted: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class SearchQuery:
-    words: str = ""
-    lang: str | None = None
-    labels: tuple[str, ...] = ()
-    channel: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    appeals_only: bool = False
-
-
-def meta_tokens(channel: str, lang: str | None = None, labels: Iterable[str] = (), appeal: bool = False) -> str:
-    """Filters as FTS tokens, so `lang:` `label:` `channel:` narrow the index instead of a scan.
-
-    Tokens are alphanumeric only (the tokenizer splits on ``_`` and ``:``); the channel
-    is hex-encoded so no two channels can share a token.
-    """
-    return " ".join(["ch" + channel.encode().hex(), *filter_tokens(lang, labels, appeal)])
-
-
-def filter_tokens(lang: str | None = None, labels: Iterable[str] = (), appeal: bool = False) -> list[str]:
-    out = ["lg" + lang] if lang else []
-    out += ["lb" + lbl for lbl in labels]
-    if appeal:
-        out.append("isappeal")
-    return out
-
-
-def label_mask(labels: Iterable[str]) -> int:
-    return sum(1 << LABELS.index(lbl) for lbl in labels if lbl in LABELS)
-
-
-def _stem(token: str) -> str:
-    """A crude inflection-tolerant prefix: амністія/амністію/амністії all share «амніст».
-
-    At most 6 characters, matching the FTS prefix indexes (4, 5, 6), so a prefix query
-    reads one index entry instead of merging every word that starts with it.
-    """
-    n = len(token)
-    if n >= 8:
-        return token[:6]
-    if n >= 6:
-        return token[: n - 2]
-    return token
-
-
-def quote_fts(words: str, *, prefix: bool = True) -> str:
-    """Every token a quoted string: user input can never be FTS5 syntax (OR, NEAR(, *, ").
-
-    Long words become quoted prefixes (``"амніст"*``) so Russian and Ukrainian case
-    endings still match; short words must match whole.
-    """
-    tokens = [t for t in re.findall(r"\w+", words, re.UNICODE)][:32]
-    out = []
-    for t in tokens:
-        stem = _stem(t) if prefix and not t.isdigit() else t
-        quoted = '"' + stem.replace('"', '""') + '"'
-        out.append(quoted + "*" if stem != t else quoted)
-    return " ".join(out)
 
 
 class Storage:
@@ -346,7 +72,7 @@ class Storage:
         await self._db.execute("PRAGMA busy_timeout=5000")
         await self.migrate()
 
-    async def fetch_all(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    async def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
         return list(await self.db.execute_fetchall(sql, tuple(args)))
 
     async def close(self) -> None:
@@ -356,7 +82,7 @@ class Storage:
 
     async def migrate(self) -> list[str]:
         await self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
-        done = {r[0] for r in await self.fetch_all("SELECT name FROM _migrations")}
+        done = {r[0] for r in await self._rows("SELECT name FROM _migrations")}
         applied = []
         for name, fn in MIGRATIONS:
             if name in done:
@@ -396,12 +122,12 @@ class Storage:
         )
         if watched is not None:
             await self.db.execute("UPDATE channels SET watched=?, source=? WHERE key=?", (int(watched), source, key))
-        row = await self.fetch_all("SELECT id FROM channels WHERE key=?", (key,))
+        row = await self._rows("SELECT id FROM channels WHERE key=?", (key,))
         return int(row[0][0])
 
     async def watched_channels(self, source: str | None = None) -> list[str]:
         sql = "SELECT key FROM channels WHERE watched=1" + (" AND source=?" if source else "") + " ORDER BY key"
-        rows = await self.fetch_all(sql, (source,) if source else ())
+        rows = await self._rows(sql, (source,) if source else ())
         return [str(r[0]) for r in rows]
 
     async def set_watched(self, key: str, watched: bool) -> bool:
@@ -409,7 +135,7 @@ class Storage:
         return cur.rowcount > 0
 
     async def last_message_id(self, channel: str) -> int | None:
-        rows = await self.fetch_all(
+        rows = await self._rows(
             "SELECT MAX(p.message_id) FROM posts p JOIN channels c ON c.id=p.channel_id WHERE c.key=?", (channel,)
         )
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
@@ -426,7 +152,7 @@ class Storage:
     async def mark_unavailable(self, channel: str, reason: str) -> bool:
         """Remember why a channel can't be read; True the first time (so the admin is told once)."""
         cid = await self.ensure_channel(channel, source="web")
-        rows = await self.fetch_all("SELECT unavailable_reason FROM channels WHERE id=?", (cid,))
+        rows = await self._rows("SELECT unavailable_reason FROM channels WHERE id=?", (cid,))
         if rows and rows[0][0] == reason:
             return False
         await self.db.execute("UPDATE channels SET unavailable_reason=? WHERE id=?", (reason, cid))
@@ -434,7 +160,7 @@ class Storage:
 
     async def channel_health(self) -> list[ChannelHealth]:
         since = int(time.time()) - 86400
-        rows = await self.fetch_all(
+        rows = await self._rows(
             """SELECT c.key, c.source, c.title, c.last_fetch_ok, c.last_error, c.unavailable_reason,
                       (SELECT MAX(date) FROM posts WHERE channel_id=c.id) AS last_date,
                       (SELECT MAX(message_id) FROM posts WHERE channel_id=c.id) AS last_id,
@@ -486,7 +212,7 @@ class Storage:
                 (pid, post.text, h, _ts(post.edit_date), now),
             )
             return IngestResult(pid, True, False)
-        rows = await self.fetch_all(
+        rows = await self._rows(
             "SELECT id, text FROM posts WHERE channel_id=? AND message_id=?", (cid, post.message_id)
         )
         pid, old_text = int(rows[0][0]), rows[0][1]
@@ -504,6 +230,62 @@ class Storage:
         )
         return IngestResult(pid, False, True)
 
+    async def load_archive(self, posts: Iterable[ArchivedPost], *, batch: int = 50_000) -> int:
+        """Store classified posts in bulk, one transaction per ``batch``; existing (channel, id) pairs are kept.
+
+        The way in for archives classified elsewhere (and the benchmarks' synthetic archives):
+        the same rows ``store_post`` and ``save_classifications`` write, without a round trip each.
+        """
+        channel_ids: dict[str, int] = {}
+        stored = 0
+        pending: list[ArchivedPost] = []
+
+        async def flush() -> None:
+            nonlocal stored
+            for key in {p.channel for p in pending} - channel_ids.keys():
+                channel_ids[key] = await self.ensure_channel(key)
+
+            async def run() -> None:
+                nonlocal stored
+                for post in pending:
+                    c = post.classification
+                    h = content_hash(post.text)
+                    date = _ts(post.date)
+                    meta = meta_tokens(post.channel, post.lang, c.labels if c else (), bool(c and c.appeal))
+                    cur = await self.db.execute(
+                        "INSERT INTO posts(channel_id, message_id, text, date, first_seen, source, content_hash, lang, "
+                        "state, search_meta) VALUES (?,?,?,?,?,'export',?,?,?,?) "
+                        "ON CONFLICT(channel_id, message_id) DO NOTHING",
+                        (channel_ids[post.channel], post.message_id, post.text, date, date, h, post.lang,
+                         "done" if c else "new", meta))
+                    if cur.rowcount != 1 or not cur.lastrowid:
+                        continue
+                    pid = int(cur.lastrowid)
+                    stored += 1
+                    await self.db.execute(
+                        "INSERT INTO post_edits(post_id, text, content_hash, edit_date, seen_at) VALUES (?,?,?,?,?)",
+                        (pid, post.text, h, None, date))
+                    if c is not None:
+                        vec = post.embedding
+                        await self.db.execute(
+                            "INSERT INTO classifications(post_id, appeal, score, labels, label_scores, addressee, reasons, "
+                            "classified_at, embedding) VALUES (?,?,?,?,?,?,?,?,?)",
+                            (pid, int(c.appeal), c.score, json.dumps(list(c.labels)), json.dumps(c.label_scores),
+                             c.addressee, json.dumps(list(c.reasons), ensure_ascii=False), date,
+                             vec.astype(np.float16).tobytes() if vec is not None else None))
+
+            await self._tx(run)
+            pending.clear()
+
+        for post in posts:
+            pending.append(post)
+            if len(pending) >= batch:
+                await flush()
+        if pending:
+            await flush()
+        await self.db.execute("INSERT INTO posts_fts(posts_fts) VALUES ('optimize')")
+        return stored
+
     async def set_state(self, post_ids: Iterable[int], state: str) -> None:
         ids = list(post_ids)
         if ids:
@@ -511,14 +293,14 @@ class Storage:
 
     async def unfinished_posts(self) -> list[tuple[int, str]]:
         """Posts whose processing a crash interrupted: (id, state), oldest first."""
-        rows = await self.fetch_all("SELECT id, state FROM posts WHERE state IN ('new','classified') ORDER BY id")
+        rows = await self._rows("SELECT id, state FROM posts WHERE state IN ('new','classified') ORDER BY id")
         return [(int(r[0]), str(r[1])) for r in rows]
 
     async def post_texts(self, post_ids: Sequence[int]) -> dict[int, str]:
         if not post_ids:
             return {}
         marks = ",".join("?" * len(post_ids))
-        rows = await self.fetch_all(f"SELECT id, text FROM posts WHERE id IN ({marks})", tuple(post_ids))
+        rows = await self._rows(f"SELECT id, text FROM posts WHERE id IN ({marks})", tuple(post_ids))
         return {int(r[0]): str(r[1]) for r in rows}
 
     async def save_classifications(self, items: Sequence[tuple[int, Classification, np.ndarray | None]]) -> None:
@@ -527,10 +309,11 @@ class Storage:
         async def run() -> None:
             for pid, c, vec in items:
                 await self.db.execute(
-                    "INSERT OR REPLACE INTO classifications VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO classifications(post_id, appeal, score, labels, label_scores, addressee, "
+                    "reasons, classified_at, embedding) VALUES (?,?,?,?,?,?,?,?,?)",
                     (pid, int(c.appeal), c.score, json.dumps(list(c.labels)), json.dumps(c.label_scores),
                      c.addressee, json.dumps(list(c.reasons), ensure_ascii=False), now,
-                     vec.astype(np.float16).tobytes() if vec is not None else None, label_mask(c.labels)),
+                     vec.astype(np.float16).tobytes() if vec is not None else None),
                 )
                 await self.db.execute(
                     # keep the channel token (the first), replace the classification's tokens
@@ -563,28 +346,28 @@ class Storage:
         )
 
     async def get_post(self, post_id: int) -> StoredPost | None:
-        rows = await self.fetch_all(self._POST_SELECT + " WHERE p.id=?", (post_id,))
+        rows = await self._rows(self._POST_SELECT + " WHERE p.id=?", (post_id,))
         return self._row_to_post(rows[0]) if rows else None
 
     async def find_post(self, channel: str, message_id: int) -> StoredPost | None:
-        rows = await self.fetch_all(self._POST_SELECT + " WHERE c.key=? AND p.message_id=?", (channel, message_id))
+        rows = await self._rows(self._POST_SELECT + " WHERE c.key=? AND p.message_id=?", (channel, message_id))
         return self._row_to_post(rows[0]) if rows else None
 
     async def post_edits(self, post_id: int) -> list[tuple[str, datetime | None, datetime]]:
-        rows = await self.fetch_all(
+        rows = await self._rows(
             "SELECT text, edit_date, seen_at FROM post_edits WHERE post_id=? ORDER BY rowid", (post_id,)
         )
         return [(str(r[0]), _dt(r[1]), _dt(r[2]) or datetime.now(UTC)) for r in rows]
 
     async def count_posts(self) -> int:
-        rows = await self.fetch_all("SELECT COUNT(*) FROM posts")
+        rows = await self._rows("SELECT COUNT(*) FROM posts")
         return int(rows[0][0])
 
     # -- stories (repost grouping) -------------------------------------------------------------
 
     async def story_candidates(self, since: datetime, exclude_post: int) -> list[tuple[int, int, str, bytes | None]]:
         """Recent appeals with a story: (post id, story id, content hash, embedding)."""
-        rows = await self.fetch_all(
+        rows = await self._rows(
             "SELECT p.id, p.story_id, p.content_hash, cl.embedding FROM posts p JOIN classifications cl ON cl.post_id=p.id "
             "WHERE cl.appeal=1 AND p.story_id IS NOT NULL AND p.first_seen>=? AND p.id<>? ORDER BY p.id DESC LIMIT 5000",
             (_ts(since), exclude_post),
@@ -604,10 +387,74 @@ class Storage:
         return story_id
 
     async def story_channels(self, story_id: int) -> list[str]:
-        rows = await self.fetch_all(
+        rows = await self._rows(
             "SELECT c.key FROM posts p JOIN channels c ON c.id=p.channel_id WHERE p.story_id=? ORDER BY p.id", (story_id,)
         )
         return [str(r[0]) for r in rows]
+
+    async def story_first_post(self, story_id: int) -> StoredPost | None:
+        """The post that opened a story: its alert is the one later reposts update."""
+        rows = await self._rows(self._POST_SELECT + " WHERE p.id=(SELECT first_post_id FROM stories WHERE id=?)",
+                                (story_id,))
+        return self._row_to_post(rows[0]) if rows else None
+
+    async def story_and_hash(self, post_id: int) -> tuple[int | None, str] | None:
+        """A post's story (None if not grouped yet) and content hash; None for an unknown post."""
+        rows = await self._rows("SELECT story_id, content_hash FROM posts WHERE id=?", (post_id,))
+        if not rows:
+            return None
+        return (None if rows[0][0] is None else int(rows[0][0])), str(rows[0][1])
+
+    # -- embeddings ---------------------------------------------------------------------------
+
+    async def appeal_embeddings(self, after_id: int = 0, limit: int = 20_000) -> list[tuple[int, bytes]]:
+        """Stored appeal embeddings in post-id order, a page at a time (the vector index loads them)."""
+        rows = await self._rows(
+            "SELECT post_id, embedding FROM classifications WHERE appeal=1 AND embedding IS NOT NULL "
+            "AND post_id>? ORDER BY post_id LIMIT ?", (after_id, limit))
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    async def embedding_of(self, post_id: int) -> np.ndarray | None:
+        rows = await self._rows("SELECT embedding FROM classifications WHERE post_id=?", (post_id,))
+        if not rows or rows[0][0] is None:
+            return None
+        return np.frombuffer(rows[0][0], dtype=np.float16).astype(np.float32)
+
+    async def filter_post_ids(self, ids: Sequence[int], q: SearchQuery) -> list[int]:
+        """Keep the ids that pass /search's filters (one per story), in the order given."""
+        if not ids:
+            return []
+        where = [f"p.id IN ({','.join('?' * len(ids))})"]
+        args: list[object] = list(ids)
+        if q.lang:
+            where.append("p.lang=?")
+            args.append(q.lang)
+        if q.channel:
+            where.append("c.key=?")
+            args.append(q.channel)
+        if q.labels:
+            marks = ",".join("?" * len(q.labels))
+            where.append(f"EXISTS (SELECT 1 FROM json_each(cl.labels) WHERE value IN ({marks}))")
+            args.extend(q.labels)
+        if q.since:
+            where.append("p.date>=?")
+            args.append(int(q.since.timestamp()))
+        if q.until:
+            where.append("p.date<?")
+            args.append(int(q.until.timestamp()))
+        where.append("(p.story_id IS NULL OR p.id=(SELECT first_post_id FROM stories s WHERE s.id=p.story_id))")
+        rows = await self._rows(
+            "SELECT p.id FROM posts p JOIN channels c ON c.id=p.channel_id "
+            f"LEFT JOIN classifications cl ON cl.post_id=p.id WHERE {' AND '.join(where)}", args)
+        keep = {int(r[0]) for r in rows}
+        return [i for i in ids if i in keep]
+
+    async def channel_appeals(self, channel: str) -> list[tuple[str | None, tuple[str, ...]]]:
+        """(language, labels) of every appeal of one channel: the import summary counts them."""
+        rows = await self._rows(
+            "SELECT p.lang, cl.labels FROM posts p JOIN channels c ON c.id=p.channel_id "
+            "JOIN classifications cl ON cl.post_id=p.id WHERE c.key=? AND cl.appeal=1", (channel,))
+        return [(r[0], tuple(json.loads(r[1]))) for r in rows]
 
     # -- chats and subscriptions ------------------------------------------------------------
 
@@ -661,7 +508,7 @@ class Storage:
         )
 
     async def _muted(self) -> dict[int, tuple[str, ...]]:
-        rows = await self.fetch_all(
+        rows = await self._rows(
             "SELECT m.chat_id, c.key FROM muted_channels m JOIN channels c ON c.id=m.channel_id"
         )
         out: dict[int, list[str]] = {}
@@ -670,7 +517,7 @@ class Storage:
         return {k: tuple(v) for k, v in out.items()}
 
     async def chat_settings(self, chat_id: int) -> ChatSettings | None:
-        rows = await self.fetch_all(
+        rows = await self._rows(
             "SELECT ch.*, s.labels, s.languages, s.channels, s.min_score FROM chats ch "
             "LEFT JOIN subscriptions s ON s.chat_id=ch.chat_id WHERE ch.chat_id=?", (chat_id,)
         )
@@ -679,7 +526,7 @@ class Storage:
         return self._chat_from_row(rows[0], (await self._muted()).get(chat_id, ()))
 
     async def subscribed_chats(self) -> list[ChatSettings]:
-        rows = await self.fetch_all(
+        rows = await self._rows(
             "SELECT ch.*, s.labels, s.languages, s.channels, s.min_score FROM chats ch "
             "JOIN subscriptions s ON s.chat_id=ch.chat_id WHERE ch.active=1"
         )
@@ -687,7 +534,7 @@ class Storage:
         return [self._chat_from_row(r, muted.get(int(r["chat_id"]), ())) for r in rows]
 
     async def chats_with_digest(self) -> list[ChatSettings]:
-        rows = await self.fetch_all(
+        rows = await self._rows(
             "SELECT ch.*, s.labels, s.languages, s.channels, s.min_score FROM chats ch "
             "LEFT JOIN subscriptions s ON s.chat_id=ch.chat_id WHERE ch.active=1 AND ch.digest_mode<>'off'"
         )
@@ -720,7 +567,7 @@ class Storage:
 
         async def run() -> set[int]:
             marks = ",".join("?" * len(chat_ids))
-            taken = {int(r[0]) for r in await self.fetch_all(
+            taken = {int(r[0]) for r in await self._rows(
                 f"SELECT chat_id FROM alerts WHERE post_id=? AND chat_id IN ({marks})", (post_id, *chat_ids))}
             fresh = [c for c in dict.fromkeys(chat_ids) if c not in taken]
             now = int(time.time())
@@ -741,7 +588,7 @@ class Storage:
 
     async def story_alerted(self, chat_id: int, story_id: int, since: datetime) -> int | None:
         """The message id of an alert this chat already got for the story within the window."""
-        rows = await self.fetch_all(
+        rows = await self._rows(
             "SELECT COALESCE(message_id, 0) FROM alerts WHERE chat_id=? AND story_id=? AND status IN ('sent','held','pending') "
             "AND created_at>=? ORDER BY created_at LIMIT 1",
             (chat_id, story_id, _ts(since)),
@@ -755,11 +602,11 @@ class Storage:
         return cur.rowcount == 1
 
     async def held_alerts(self) -> list[tuple[int, int]]:
-        rows = await self.fetch_all("SELECT chat_id, post_id FROM alerts WHERE status='held' ORDER BY created_at")
+        rows = await self._rows("SELECT chat_id, post_id FROM alerts WHERE status='held' ORDER BY created_at")
         return [(int(r[0]), int(r[1])) for r in rows]
 
     async def alerts_for_chat(self, chat_id: int) -> list[tuple[int, str]]:
-        rows = await self.fetch_all("SELECT post_id, status FROM alerts WHERE chat_id=? ORDER BY created_at", (chat_id,))
+        rows = await self._rows("SELECT post_id, status FROM alerts WHERE chat_id=? ORDER BY created_at", (chat_id,))
         return [(int(r[0]), str(r[1])) for r in rows]
 
     # -- feedback -----------------------------------------------------------------------------
@@ -772,7 +619,7 @@ class Storage:
         )
 
     async def feedback_rows(self) -> list[sqlite3.Row]:
-        return list(await self.fetch_all(
+        return list(await self._rows(
             "SELECT f.post_id, f.verdict, f.labels, p.text, p.lang, cl.labels AS model_labels, cl.addressee "
             "FROM feedback f JOIN posts p ON p.id=f.post_id LEFT JOIN classifications cl ON cl.post_id=f.post_id "
             "ORDER BY f.id"
@@ -826,7 +673,7 @@ class Storage:
             # One pass over the window: ids with their rank, filtered; Python orders them and
             # only the page's rows are read in full.
             ranked = bool(quote_fts(q.words))
-            cands = await self.fetch_all(
+            cands = await self._rows(
                 f"SELECT m.id, m.r, COALESCE(cl.score, 0), p.date FROM "
                 f"(SELECT rowid AS id, bm25(posts_fts, 1.0, 0.0) AS r FROM posts_fts WHERE posts_fts MATCH ? "
                 f"ORDER BY rowid DESC LIMIT {window}) m CROSS JOIN posts p ON p.id=m.id "
@@ -842,13 +689,13 @@ class Storage:
             if not page_ids:
                 return [], total
             marks = ",".join("?" * len(page_ids))
-            by_id = {int(r["id"]): r for r in await self.fetch_all(
+            by_id = {int(r["id"]): r for r in await self._rows(
                 f"{self._POST_SELECT} WHERE p.id IN ({marks})", tuple(page_ids))}
             snippets = await self._snippets(match, page_ids) if ranked else {}
             return [self._row_to_post(by_id[i], snippets.get(i)) for i in page_ids if i in by_id], total
-        total_rows = await self.fetch_all(
+        total_rows = await self._rows(
             f"SELECT COUNT(*) FROM (SELECT 1 FROM posts p {cond} LIMIT {window})", tuple(args))
-        rows = await self.fetch_all(f"{self._POST_SELECT} {cond} ORDER BY p.date DESC LIMIT ? OFFSET ?",
+        rows = await self._rows(f"{self._POST_SELECT} {cond} ORDER BY p.date DESC LIMIT ? OFFSET ?",
                                     (*args, limit, offset))
         return [self._row_to_post(r) for r in rows], int(total_rows[0][0])
 
@@ -857,12 +704,12 @@ class Storage:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = await self.fetch_all(
+        rows = await self._rows(
             f"SELECT rowid, snippet(posts_fts, 0, '\x02', '\x03', '…', 24) FROM posts_fts "
             f"WHERE posts_fts MATCH ? AND rowid IN ({marks})", (match, *ids))
         return {int(r[0]): str(r[1]) for r in rows}
 
-    async def iter_export(self, q: SearchQuery, chunk: int = 1000) -> AsyncIterator[dict[str, Any]]:
+    async def export_rows(self, q: SearchQuery, chunk: int = 1000) -> AsyncIterator[dict[str, Any]]:
         """Every matching post with its evidence, streamed in id order (never all in memory)."""
         match = self._match_expr(q)
         where = ["p.id > ?"]
@@ -878,7 +725,7 @@ class Storage:
             base_args.append(_ts(q.until))
         last = 0
         while True:
-            rows = await self.fetch_all(
+            rows = await self._rows(
                 "SELECT p.id, c.key AS channel, p.message_id, p.text, p.date, p.lang, p.content_hash, p.first_seen, "
                 "p.story_id, cl.appeal, cl.score, cl.labels, cl.addressee, "
                 "(SELECT posts FROM stories s WHERE s.id=p.story_id) AS reposts, "
@@ -913,19 +760,19 @@ class Storage:
                 }
             last = int(rows[-1]["id"])
 
-    async def digest_counts(self, since: datetime, until: datetime, filters: Filters | None = None) -> dict[str, Any]:
+    async def digest_counts(self, since: datetime, until: datetime) -> dict[str, Any]:
         args = (_ts(since), _ts_end(until))
         base = ("FROM posts p JOIN classifications cl ON cl.post_id=p.id JOIN channels c ON c.id=p.channel_id "
                 "WHERE cl.appeal=1 AND p.date>=? AND p.date<?")
-        total = (await self.fetch_all(f"SELECT COUNT(*), COUNT(DISTINCT COALESCE(p.story_id, -p.id)) {base}", args))[0]
-        posts = (await self.fetch_all("SELECT COUNT(*) FROM posts WHERE date>=? AND date<?", args))[0][0]
-        by_label = await self.fetch_all(
+        total = (await self._rows(f"SELECT COUNT(*), COUNT(DISTINCT COALESCE(p.story_id, -p.id)) {base}", args))[0]
+        posts = (await self._rows("SELECT COUNT(*) FROM posts WHERE date>=? AND date<?", args))[0][0]
+        by_label = await self._rows(
             f"SELECT j.value, COUNT(*) {base.replace('WHERE', ', json_each(cl.labels) j WHERE')} GROUP BY j.value "
             "ORDER BY 2 DESC", args)
-        by_lang = await self.fetch_all(f"SELECT p.lang, COUNT(*) {base} GROUP BY p.lang ORDER BY 2 DESC", args)
-        by_channel = await self.fetch_all(
+        by_lang = await self._rows(f"SELECT p.lang, COUNT(*) {base} GROUP BY p.lang ORDER BY 2 DESC", args)
+        by_channel = await self._rows(
             f"SELECT c.key, COUNT(*) {base} GROUP BY c.key ORDER BY 2 DESC LIMIT 10", args)
-        per_day = await self.fetch_all(
+        per_day = await self._rows(
             f"SELECT date(p.date, 'unixepoch') AS d, j.value, COUNT(*) "
             f"{base.replace('WHERE', ', json_each(cl.labels) j WHERE')} GROUP BY d, j.value ORDER BY d", args)
         return {
@@ -937,7 +784,7 @@ class Storage:
         }
 
     async def top_appeals(self, since: datetime, until: datetime, limit: int = 5) -> list[StoredPost]:
-        rows = await self.fetch_all(
+        rows = await self._rows(
             self._POST_SELECT + " WHERE cl.appeal=1 AND p.date>=? AND p.date<? "
             "AND (p.story_id IS NULL OR p.id=(SELECT first_post_id FROM stories s WHERE s.id=p.story_id)) "
             "ORDER BY (SELECT posts FROM stories s WHERE s.id=p.story_id) DESC, cl.score DESC LIMIT ?",

@@ -1,37 +1,8 @@
-"""An embedded, local stand-in for the Telegram Bot API, spoken to over real HTTP.
+"""The server: :class:`LocalBotAPI`, an aiohttp app that answers the Bot API methods the bot uses.
 
-Telegram is unreachable from the machines this project is built and tested on, yet the
-bot has to be exercised end to end: python-telegram-bot (PTB) serialising requests,
-parsing replies into ``Message`` objects, its polling loop, its retry and rate-limit
-logic. Mocking ``Bot`` methods would skip all of that, so instead this module runs a
-small aiohttp server on ``127.0.0.1`` (a free port) that answers the Bot API methods the
-bot uses, in the wire formats PTB 22.8 expects (see ``shared/notes/telegram-formats.md``).
-
-It serves two masters:
-
-* the test suite, which injects updates (a user typing ``/start``, a channel post, a
-  button press), waits for the bot's reaction with :meth:`LocalBotAPI.wait_for`, injects
-  faults (429 flood waits, 403 blocked users, 502 gateway errors) and inspects every call;
-* ``appealwatch demo``, which runs the real bot against it and prints, through the
-  ``on_call`` hook, what a user would have seen.
-
-Where it is cheap, the server is as strict as Telegram, because the point is to catch
-the bot's bugs before Telegram does: HTML / MarkdownV2 that Telegram would refuse, texts
-over 4096 characters, ``callback_data`` over 64 bytes, edits that change nothing, unknown
-file ids, answers to unknown callback queries. Everything else is lenient: any token is
-accepted (unless one is pinned), unknown chats are made up on first use, unknown methods
-answer ``True``.
-
-It imports nothing from the project and nothing from ``telegram``; only aiohttp and the
-standard library, so it can run in any process and test PTB as a black box.
-
-Typical use::
-
-    async with LocalBotAPI() as api:
-        app = ApplicationBuilder().token("1:T").base_url(api.base_url).base_file_url(api.base_file_url).build()
-        ...
-        api.send_user_message(42, "/start")
-        reply = await api.wait_for(lambda c: c.method == "sendMessage" and c.chat_id == 42)
+Besides the HTTP side it holds the test-facing API: injecting updates (user messages,
+channel posts, button presses), waiting for calls, faults and latency, and the state
+Telegram keeps (chats, members, messages, files, commands).
 """
 
 from __future__ import annotations
@@ -46,23 +17,16 @@ import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Final
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
-__all__ = [
-    "SEND_METHODS",
-    "Call",
-    "Fault",
-    "LocalBotAPI",
-    "StoredFile",
-    "UploadedFile",
-]
+from .entities import format_text, utf16_len
+from .records import ApiError, Call, Fault, JSONDict, StoredFile, bad_request
+from .requests import coerce_chat_id, read_request
 
-_LOGGER = logging.getLogger(__name__)
-
-JSONDict = dict[str, Any]
+# The package's name, as before the split into modules, so log lines read the same.
+_LOGGER = logging.getLogger("bot.local_botapi")
 
 #: Methods that put content into a chat; :meth:`LocalBotAPI.sent_messages` and
 #: :meth:`LocalBotAPI.block_user` work over these.
@@ -90,67 +54,6 @@ _BLOCKABLE_METHODS: Final[frozenset[str]] = SEND_METHODS | {
     "editMessageCaption",
     "editMessageReplyMarkup",
 }
-
-# In form bodies PTB JSON-encodes every non-string value; these keys hold JSON.
-_JSON_KEYS: Final[frozenset[str]] = frozenset(
-    {
-        "reply_markup",
-        "entities",
-        "caption_entities",
-        "commands",
-        "allowed_updates",
-        "link_preview_options",
-        "reply_parameters",
-        "media",
-        "scope",
-        "menu_button",
-        "message_ids",
-        "results",
-        "permissions",
-        "rights",
-        "reaction",
-        "explanation_entities",
-        "options",
-        "prices",
-    }
-)
-_INT_KEYS: Final[frozenset[str]] = frozenset(
-    {
-        "chat_id",
-        "from_chat_id",
-        "message_id",
-        "user_id",
-        "offset",
-        "limit",
-        "timeout",
-        "message_thread_id",
-        "reply_to_message_id",
-        "cache_time",
-        "until_date",
-        "duration",
-        "width",
-        "height",
-    }
-)
-_BOOL_KEYS: Final[frozenset[str]] = frozenset(
-    {
-        "disable_notification",
-        "protect_content",
-        "show_alert",
-        "drop_pending_updates",
-        "disable_web_page_preview",
-        "allow_sending_without_reply",
-        "disable_content_type_detection",
-        "has_spoiler",
-        "show_caption_above_media",
-        "allow_paid_broadcast",
-        "remove_caption",
-        "only_if_banned",
-        "revoke_messages",
-        "is_big",
-    }
-)
-_NUMERIC_RE: Final = re.compile(r"-?\d+")
 
 # Telegram leaves these out when getUpdates is called without allowed_updates.
 _NOT_DELIVERED_BY_DEFAULT: Final[frozenset[str]] = frozenset(
@@ -196,516 +99,27 @@ _ADMIN_RIGHTS: Final[tuple[str, ...]] = (
 )
 
 
-# ---------------------------------------------------------------------------------------
-# Records
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class UploadedFile:
-    """One multipart file part of a request, kept byte for byte so tests can inspect it."""
-
-    filename: str
-    content_type: str
-    data: bytes
-
-
-@dataclass(slots=True)
-class StoredFile:
-    """A file the server knows by ``file_id``: uploaded, or made up for an injected update.
-
-    ``media`` is the object Telegram would put in a message for it (a list of photo sizes,
-    or a document / video / … dict), reused when the bot re-sends the file by id.
-    ``data`` is ``None`` for files the server never received bytes for.
-    """
-
-    file_id: str
-    file_unique_id: str
-    kind: str
-    data: bytes | None
-    filename: str | None
-    content_type: str | None
-    size: int
-    file_path: str
-    media: Any = None
-
-
-@dataclass(slots=True)
-class Call:
-    """One Bot API request as the server received and answered it.
-
-    ``params`` are decoded (JSON fields parsed, numeric ``chat_id`` an int); ``files`` are
-    the multipart uploads by part name. ``result`` is what ``"result"`` held in a successful
-    reply (a Message dict for a send, so a test can :meth:`LocalBotAPI.press_button` on
-    it); ``error_code`` / ``description`` are set when the call was refused, whether by
-    an injected fault or by validation. ``time`` is when the request arrived (the call is
-    appended to :attr:`LocalBotAPI.calls` when it is answered).
-    """
-
-    method: str
-    params: JSONDict
-    files: dict[str, UploadedFile] = field(default_factory=dict)
-    time: float = 0.0
-    token: str = ""
-    result: Any = None
-    error_code: int | None = None
-    description: str | None = None
-    retry_after: int | None = None
-    resolved_chat_id: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether the server answered ``{"ok": true}``."""
-        return self.error_code is None
-
-    @property
-    def chat_id(self) -> int | str | None:
-        """The target chat: resolved to its numeric id when the server could resolve it."""
-        if self.resolved_chat_id is not None:
-            return self.resolved_chat_id
-        value = self.params.get("chat_id")
-        return value if isinstance(value, int | str) else None
-
-    @property
-    def text(self) -> str | None:
-        """``text`` or ``caption`` exactly as the bot sent it (markup included)."""
-        value = self.params.get("text", self.params.get("caption"))
-        return value if isinstance(value, str) else None
-
-    @property
-    def shown_text(self) -> str | None:
-        """The text or caption as a user sees it: after ``parse_mode`` was applied."""
-        result = self.result
-        if isinstance(result, list) and result and isinstance(result[0], dict):
-            result = result[0]
-        if isinstance(result, dict):
-            value = result.get("text", result.get("caption"))
-            if isinstance(value, str):
-                return value
-        return self.text
-
-    @property
-    def buttons(self) -> list[list[JSONDict]]:
-        """The inline keyboard sent with the call (``[]`` when none)."""
-        markup = self.params.get("reply_markup")
-        if isinstance(markup, dict) and isinstance(markup.get("inline_keyboard"), list):
-            return markup["inline_keyboard"]
-        return []
-
-    def describe(self, width: int = 120) -> str:
-        """A one-line summary for transcripts and timeout messages."""
-        parts = [self.method]
-        if self.chat_id is not None:
-            parts.append(f"chat={self.chat_id}")
-        if self.error_code is not None:
-            parts.append(f"-> {self.error_code} {self.description}")
-        text = self.shown_text
-        if text is not None:
-            parts.append(repr(text))
-        labels = [str(b.get("text")) for row in self.buttons for b in row if isinstance(b, dict)]
-        if labels:
-            parts.append("[" + " | ".join(labels) + "]")
-        line = " ".join(parts)
-        return line if len(line) <= width else line[: width - 1] + "…"
-
-
-@dataclass(slots=True)
-class Fault:
-    """An error the server answers instead of running a method.
-
-    ``remaining`` counts down per faulted call; ``None`` means forever (a blocked user).
-    """
-
-    method: str
-    error_code: int
-    description: str
-    remaining: int | None = 1
-    retry_after: int | None = None
-    chat_id: int | str | None = None
-
-    def matches(self, method: str, chat_id: int | str | None) -> bool:
-        """Whether this fault applies to a call of ``method`` aimed at ``chat_id``."""
-        if self.method != method and self.method != "*":
-            return False
-        return self.chat_id is None or self.chat_id == chat_id
-
-
-class _ApiError(Exception):
-    """Raised inside method handlers; becomes an ``{"ok": false}`` reply."""
-
-    def __init__(self, error_code: int, description: str, retry_after: int | None = None) -> None:
-        super().__init__(description)
-        self.error_code = error_code
-        self.description = description
-        self.retry_after = retry_after
-
-
-def _bad_request(text: str) -> _ApiError:
-    return _ApiError(400, f"Bad Request: {text}")
-
-
-# ---------------------------------------------------------------------------------------
-# Text formatting (parse_mode), as strict as Telegram so the bot's escaping is tested
-# ---------------------------------------------------------------------------------------
-
-
-def _utf16_len(text: str) -> int:
-    """Telegram measures entity offsets and lengths in UTF-16 code units."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _byte_offset(source: str, index: int) -> int:
-    return len(source[:index].encode("utf-8"))
-
-
-def _parse_error(text: str) -> _ApiError:
-    return _bad_request(f"can't parse entities: {text}")
-
-
-_HTML_TAGS: Final[dict[str, str]] = {
-    "b": "bold",
-    "strong": "bold",
-    "i": "italic",
-    "em": "italic",
-    "u": "underline",
-    "ins": "underline",
-    "s": "strikethrough",
-    "strike": "strikethrough",
-    "del": "strikethrough",
-    "tg-spoiler": "spoiler",
-    "span": "spoiler",
-    "a": "text_link",
-    "code": "code",
-    "pre": "pre",
-    "blockquote": "blockquote",
-    "tg-emoji": "custom_emoji",
-}
-_TAG_RE: Final = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)((?:\s+[^>]*)?)\s*/?>")
-_ATTR_RE: Final = re.compile(r"""([a-zA-Z-]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+)))?""")
-_HTML_ENTITY_RE: Final = re.compile(r"&(#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z]+);")
-_NAMED_ENTITIES: Final[dict[str, str]] = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
-
-
-@dataclass(slots=True)
-class _Open:
-    tag: str
-    start: int
-    byte: int
-    entity: JSONDict | None
-
-
-class _TextBuilder:
-    """Accumulates plain text while tracking its UTF-16 length for entity offsets."""
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.pos = 0
-        self.entities: list[JSONDict] = []
-
-    def add(self, text: str) -> None:
-        self.parts.append(text)
-        self.pos += _utf16_len(text)
-
-    def close(self, opened: _Open) -> None:
-        if opened.entity is not None and self.pos > opened.start:
-            self.entities.append({**opened.entity, "offset": opened.start, "length": self.pos - opened.start})
-
-    def result(self) -> tuple[str, list[JSONDict]]:
-        entities = sorted(self.entities, key=lambda e: (e["offset"], -e["length"]))
-        return "".join(self.parts), entities
-
-
-def _decode_html_entity(name: str) -> str | None:
-    if name.startswith(("#x", "#X")):
-        code = int(name[2:], 16)
-    elif name.startswith("#"):
-        code = int(name[1:])
-    else:
-        return _NAMED_ENTITIES.get(name)
-    return chr(code) if 0 < code <= 0x10FFFF else None
-
-
-def _parse_html(source: str) -> tuple[str, list[JSONDict]]:
-    """Telegram's ``parse_mode=HTML``: the supported tags only, ``<`` must be escaped."""
-    out = _TextBuilder()
-    stack: list[_Open] = []
-    i = 0
-    while i < len(source):
-        ch = source[i]
-        if ch == "<":
-            match = _TAG_RE.match(source, i)
-            if match is None:
-                guess = re.match(r"</?([^\s>]*)", source[i:])
-                name = guess.group(1) if guess else ""
-                raise _parse_error(f'Unsupported start tag "{name}" at byte offset {_byte_offset(source, i)}')
-            closing, name, rest = match.group(1), match.group(2).lower(), match.group(3)
-            if closing:
-                if not stack or stack[-1].tag != name:
-                    raise _parse_error(f"Unexpected end tag at byte offset {_byte_offset(source, i)}")
-                out.close(stack.pop())
-            else:
-                stack.append(_open_html_tag(source, i, name, rest, out.pos, stack))
-            i = match.end()
-            continue
-        if ch == "&":
-            match = _HTML_ENTITY_RE.match(source, i)
-            decoded = _decode_html_entity(match.group(1)) if match else None
-            if match is not None and decoded is not None:
-                out.add(decoded)
-                i = match.end()
-                continue
-        out.add(ch)
-        i += 1
-    if stack:
-        raise _parse_error(f'Can\'t find end tag corresponding to start tag "{stack[-1].tag}"')
-    return out.result()
-
-
-def _open_html_tag(source: str, index: int, name: str, rest: str, pos: int, stack: list[_Open]) -> _Open:
-    kind = _HTML_TAGS.get(name)
-    if kind is None:
-        raise _parse_error(f'Unsupported start tag "{name}" at byte offset {_byte_offset(source, index)}')
-    attrs = {m.group(1).lower(): m.group(2) or m.group(3) or m.group(4) or "" for m in _ATTR_RE.finditer(rest)}
-    entity: JSONDict | None = {"type": kind}
-    if name == "span" and attrs.get("class") != "tg-spoiler":
-        raise _parse_error(f'Unsupported start tag "span" at byte offset {_byte_offset(source, index)}')
-    if name == "a":
-        href = attrs.get("href", "")
-        entity = {"type": "text_link", "url": href} if href else None
-    elif name == "tg-emoji":
-        emoji_id = attrs.get("emoji-id")
-        if not emoji_id:
-            raise _parse_error(
-                f"Custom emoji entity must contain a tg://emoji URL at byte offset {_byte_offset(source, index)}"
-            )
-        entity = {"type": "custom_emoji", "custom_emoji_id": emoji_id}
-    elif name == "blockquote" and "expandable" in attrs:
-        entity = {"type": "expandable_blockquote"}
-    elif name == "code" and stack and stack[-1].tag == "pre" and stack[-1].entity is not None:
-        language = attrs.get("class", "")
-        if language.startswith("language-"):
-            stack[-1].entity["language"] = language.removeprefix("language-")
-            entity = None
-    return _Open(tag=name, start=pos, byte=_byte_offset(source, index), entity=entity)
-
-
-_MDV2_RESERVED: Final = frozenset("_*[]()~`>#+-=|{}.!")
-
-
-def _find_closing(source: str, start: int, closer: str, v2: bool) -> tuple[str, int] | None:
-    """Scan ``source`` from ``start`` to ``closer``; in V2, ``\\`` escapes inside code/URLs."""
-    chunk: list[str] = []
-    i = start
-    while i < len(source):
-        if v2 and source[i] == "\\" and i + 1 < len(source):
-            chunk.append(source[i + 1])
-            i += 2
-            continue
-        if source.startswith(closer, i):
-            return "".join(chunk), i + len(closer)
-        chunk.append(source[i])
-        i += 1
-    return None
-
-
-def _parse_markdown(source: str, v2: bool) -> tuple[str, list[JSONDict]]:
-    """Telegram's ``Markdown`` (legacy) and ``MarkdownV2``, reserved characters included."""
-    out = _TextBuilder()
-    stack: list[_Open] = []
-    quote: _Open | None = None
-    i = 0
-
-    def unclosed(byte: int) -> _ApiError:
-        return _parse_error(f"Can't find end of the entity starting at byte offset {byte}")
-
-    while i < len(source):
-        ch = source[i]
-        byte = _byte_offset(source, i)
-        if ch == "\\" and i + 1 < len(source) and ((v2 and 0 < ord(source[i + 1]) < 127) or source[i + 1] in "_*`["):
-            out.add(source[i + 1])
-            i += 2
-            continue
-        if ch == "`":
-            if source.startswith("```", i):
-                found = _find_closing(source, i + 3, "```", v2)
-                if found is None:
-                    raise unclosed(byte)
-                body, i = found
-                language = ""
-                first, newline, remainder = body.partition("\n")
-                if newline and first and not any(c.isspace() for c in first):
-                    language, body = first, remainder
-                start = out.pos
-                out.add(body)
-                pre: JSONDict = {"type": "pre", "offset": start, "length": out.pos - start}
-                if language:
-                    pre["language"] = language
-                if out.pos > start:
-                    out.entities.append(pre)
-                continue
-            found = _find_closing(source, i + 1, "`", v2)
-            if found is None:
-                raise unclosed(byte)
-            body, i = found
-            start = out.pos
-            out.add(body)
-            out.close(_Open("code", start, byte, {"type": "code"}))
-            continue
-        if ch == "[":
-            stack.append(_Open("link", out.pos, byte, None))
-            i += 1
-            continue
-        if ch == "]" and stack and stack[-1].tag == "link":
-            if not source.startswith("(", i + 1):
-                if v2:
-                    raise _parse_error("Character ']' is reserved and must be escaped with the preceding '\\'")
-                raise unclosed(stack[-1].byte)
-            found = _find_closing(source, i + 2, ")", v2)
-            if found is None:
-                raise unclosed(stack[-1].byte)
-            url, i = found
-            opened = stack.pop()
-            opened.entity = {"type": "text_link", "url": url}
-            out.close(opened)
-            continue
-        marker: str | None = None
-        if ch == "*":
-            marker = "bold"
-        elif ch == "_":
-            marker = "underline" if v2 and source.startswith("__", i) else "italic"
-        elif v2 and ch == "~":
-            marker = "strikethrough"
-        elif v2 and source.startswith("||", i):
-            marker = "spoiler"
-        if marker is not None:
-            i += 2 if marker in ("underline", "spoiler") else 1
-            if stack and stack[-1].tag == marker:
-                out.close(stack.pop())
-            elif any(o.tag == marker for o in stack) or (not v2 and stack):
-                raise unclosed(stack[-1].byte)
-            else:
-                stack.append(_Open(marker, out.pos, byte, {"type": marker}))
-            continue
-        if v2 and ch == ">" and (i == 0 or source[i - 1] == "\n"):
-            if quote is None:
-                quote = _Open("blockquote", out.pos, byte, {"type": "blockquote"})
-            i += 1
-            continue
-        if v2 and ch in _MDV2_RESERVED:
-            raise _parse_error(f"Character '{ch}' is reserved and must be escaped with the preceding '\\'")
-        if ch == "\n" and quote is not None and not source.startswith(">", i + 1):
-            out.close(quote)
-            quote = None
-        out.add(ch)
-        i += 1
-    if stack:
-        raise unclosed(stack[-1].byte)
-    if quote is not None:
-        out.close(quote)
-    return out.result()
-
-
-def _format_text(text: str, parse_mode: Any, entities: Any) -> tuple[str, list[JSONDict]]:
-    """Apply ``parse_mode`` (or explicit ``entities``) the way Telegram does."""
-    if isinstance(entities, list):
-        return text, [e for e in entities if isinstance(e, dict)]
-    mode = parse_mode.lower() if isinstance(parse_mode, str) else ""
-    if mode == "html":
-        return _parse_html(text)
-    if mode in ("markdown", "markdownv2"):
-        return _parse_markdown(text, v2=mode == "markdownv2")
-    if mode:
-        raise _bad_request(f"unsupported parse_mode {parse_mode!r}")
-    return text, []
-
-
 def _validate_inline_keyboard(markup: Any) -> None:
     """Refuse what Telegram refuses in inline keyboards (a frequent source of 400s)."""
     rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
     if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
-        raise _bad_request('can\'t parse inline keyboard button: field "inline_keyboard" must be an Array')
+        raise bad_request('can\'t parse inline keyboard button: field "inline_keyboard" must be an Array')
     for row in rows:
         for button in row:
             if not isinstance(button, dict) or not isinstance(button.get("text"), str):
-                raise _bad_request('can\'t parse inline keyboard button: Field "text" must be of type String')
+                raise bad_request('can\'t parse inline keyboard button: Field "text" must be of type String')
             data = button.get("callback_data")
             if data is not None and not (isinstance(data, str) and 1 <= len(data.encode("utf-8")) <= 64):
-                raise _bad_request("BUTTON_DATA_INVALID")
+                raise bad_request("BUTTON_DATA_INVALID")
             url = button.get("url")
             if url is not None and not (isinstance(url, str) and re.match(r"(https?|tg)://\S+", url)):
-                raise _bad_request(f"inline keyboard button URL '{url}' is invalid: Wrong HTTP URL")
+                raise bad_request(f"inline keyboard button URL '{url}' is invalid: Wrong HTTP URL")
             actions = set(button) - {"text", "style", "icon_custom_emoji_id"}
             if not actions:
-                raise _bad_request(
+                raise bad_request(
                     "can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard"
                 )
 
-
-# ---------------------------------------------------------------------------------------
-# Request decoding
-# ---------------------------------------------------------------------------------------
-
-
-def _normalize_params(raw: Mapping[str, Any]) -> JSONDict:
-    """Undo PTB's form encoding: JSON fields parsed, ids as ints, booleans as bools.
-
-    Only known keys are converted so that a text such as ``"123"`` or ``"true"`` stays a
-    string.
-    """
-    params: JSONDict = {}
-    for key, value in raw.items():
-        if isinstance(value, str):
-            if key in _JSON_KEYS:
-                with contextlib.suppress(ValueError):
-                    value = json.loads(value)
-            elif key in _INT_KEYS and _NUMERIC_RE.fullmatch(value):
-                value = int(value)
-            elif key in _BOOL_KEYS and value in ("true", "false", "True", "False"):
-                value = value.lower() == "true"
-        params[key] = value
-    return params
-
-
-async def _read_request(request: web.Request) -> tuple[JSONDict, dict[str, UploadedFile]]:
-    """Collect query, urlencoded, multipart or JSON parameters into one dict."""
-    raw: JSONDict = dict(request.query)
-    files: dict[str, UploadedFile] = {}
-    if request.method == "POST" and request.can_read_body:
-        content_type = request.content_type
-        if content_type == "application/json":
-            body = await request.json()
-            if not isinstance(body, dict):
-                raise ValueError("JSON body must be an object")
-            raw.update(body)
-        elif content_type.startswith("multipart/"):
-            reader = await request.multipart()
-            while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader) or part.name is None:
-                    continue
-                data = bytes(await part.read(decode=True))
-                if part.filename:
-                    part_type = part.headers.get("Content-Type", "application/octet-stream")
-                    files[part.name] = UploadedFile(part.filename, part_type, data)
-                else:
-                    raw[part.name] = data.decode(part.get_charset("utf-8"))
-        else:
-            raw.update(await request.post())
-    return _normalize_params(raw), files
-
-
-def _coerce_chat_id(value: Any) -> int | str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        return int(value) if _NUMERIC_RE.fullmatch(value) else value
-    return None
-
-
-# ---------------------------------------------------------------------------------------
-# The server
-# ---------------------------------------------------------------------------------------
 
 _Handler = Callable[[Call], Awaitable[Any]]
 CallHook = Callable[[Call], None]
@@ -1090,18 +504,18 @@ class LocalBotAPI:
         return copy.deepcopy(chat)
 
     def _resolve_chat(self, value: Any, key: str = "chat_id") -> JSONDict:
-        chat_id = _coerce_chat_id(value)
+        chat_id = coerce_chat_id(value)
         if chat_id is None:
-            raise _bad_request(f"{key} is empty")
+            raise bad_request(f"{key} is empty")
         if isinstance(chat_id, str):
             known = self._usernames.get(chat_id.removeprefix("@").lower())
             if known is None:
-                raise _bad_request("chat not found")
+                raise bad_request("chat not found")
             chat_id = known
         return self._chat(chat_id)
 
     def _peek_chat_id(self, value: Any) -> int | str | None:
-        chat_id = _coerce_chat_id(value)
+        chat_id = coerce_chat_id(value)
         if isinstance(chat_id, str):
             return self._usernames.get(chat_id.removeprefix("@").lower(), chat_id)
         return chat_id
@@ -1214,7 +628,7 @@ class LocalBotAPI:
         if isinstance(reference, str) and reference.startswith("attach://"):
             upload = call.files.get(reference.removeprefix("attach://"))
             if upload is None:
-                raise _bad_request(f"file of field {reference.removeprefix('attach://')} not found")
+                raise bad_request(f"file of field {reference.removeprefix('attach://')} not found")
         if upload is not None:
             return self._new_file(kind, upload.data, upload.filename, upload.content_type)
         if isinstance(reference, str) and reference:
@@ -1224,12 +638,12 @@ class LocalBotAPI:
             if reference.startswith(("http://", "https://")):
                 name = reference.rsplit("/", 1)[-1] or None
                 return self._new_file(kind, None, name, mimetypes.guess_type(reference)[0])
-            raise _bad_request("wrong file identifier/HTTP URL specified")
-        raise _bad_request(f"there is no {field_name} in the request")
+            raise bad_request("wrong file identifier/HTTP URL specified")
+        raise bad_request(f"there is no {field_name} in the request")
 
     def _media_content(self, stored: StoredFile, kind: str) -> JSONDict:
         if stored.kind != kind:
-            raise _bad_request(f"can't use file of type {stored.kind.title()} as {kind.title()}")
+            raise bad_request(f"can't use file of type {stored.kind.title()} as {kind.title()}")
         return {kind: copy.deepcopy(stored.media)}
 
     # -- updates --------------------------------------------------------------------------
@@ -1319,7 +733,7 @@ class LocalBotAPI:
         all_entities = list(entities or [])
         if text.startswith("/") and forward_origin is None:
             command = text.split(maxsplit=1)[0]
-            all_entities.insert(0, {"type": "bot_command", "offset": 0, "length": _utf16_len(command)})
+            all_entities.insert(0, {"type": "bot_command", "offset": 0, "length": utf16_len(command)})
         if photo:
             message["photo"] = self._new_file("photo", None, None, "image/jpeg").media
             shown = caption if caption is not None else text
@@ -1532,24 +946,24 @@ class LocalBotAPI:
         method = self._canonical.get(raw_method.lower(), raw_method)
         self.tokens_seen.add(token)
         try:
-            params, files = await _read_request(request)
+            params, files = await read_request(request)
         except (ValueError, UnicodeDecodeError) as exc:
             params, files = {}, {}
             call = Call(method, params, files, time=arrived, token=token)
-            return await self._answer(call, _bad_request(f"can't parse request: {exc}"))
+            return await self._answer(call, bad_request(f"can't parse request: {exc}"))
         call = Call(method, params, files, time=arrived, token=token)
         target = self._peek_chat_id(params.get("chat_id"))
         if isinstance(target, int):
             call.resolved_chat_id = target
         if self.token is not None and token != self.token:
-            return await self._answer(call, _ApiError(401, "Unauthorized"))
+            return await self._answer(call, ApiError(401, "Unauthorized"))
         delay = self.latency.get(method, self.latency.get("*", 0.0))
         if delay > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_event.wait(), delay)
         fault = self._take_fault(method, target)
         if fault is not None:
-            return await self._answer(call, _ApiError(fault.error_code, fault.description, fault.retry_after))
+            return await self._answer(call, ApiError(fault.error_code, fault.description, fault.retry_after))
         handler = self._handlers.get(method)
         try:
             if handler is None:
@@ -1557,12 +971,12 @@ class LocalBotAPI:
                 result: Any = True
             else:
                 result = await handler(call)
-        except _ApiError as exc:
+        except ApiError as exc:
             return await self._answer(call, exc)
         call.result = copy.deepcopy(result)
         return await self._answer(call, None)
 
-    async def _answer(self, call: Call, error: _ApiError | None) -> web.Response:
+    async def _answer(self, call: Call, error: ApiError | None) -> web.Response:
         payload: JSONDict
         if error is None:
             payload = {"ok": True, "result": call.result}
@@ -1683,15 +1097,15 @@ class LocalBotAPI:
         chat = self._resolve_chat(call.params.get("chat_id"))
         message_id = call.params.get("message_id")
         if not isinstance(message_id, int):
-            raise _bad_request("message identifier is not specified")
+            raise bad_request("message identifier is not specified")
         return chat["id"], message_id
 
     def _editable(self, key: tuple[int, int]) -> JSONDict:
         message = self._messages.get(key)
         if message is None:
-            raise _bad_request("message to edit not found")
+            raise bad_request("message to edit not found")
         if key not in self._bot_messages:
-            raise _bad_request("message can't be edited")
+            raise bad_request("message can't be edited")
         return message
 
     def _checked_markup(self, call: Call) -> JSONDict | None:
@@ -1708,7 +1122,7 @@ class LocalBotAPI:
         updated.update({k: v for k, v in changes.items() if v is not None and v != []})
         comparable = ("text", "entities", "caption", "caption_entities", "reply_markup")
         if all(message.get(k) == updated.get(k) for k in comparable):
-            raise _bad_request(
+            raise bad_request(
                 "message is not modified: specified new message content and reply markup are exactly the same "
                 "as a current content and reply markup of the message"
             )
@@ -1724,7 +1138,7 @@ class LocalBotAPI:
             return True
         message = self._editable(key)
         if "text" not in message:
-            raise _bad_request("there is no text in the message to edit")
+            raise bad_request("there is no text in the message to edit")
         return self._apply_edit(key, {"text": text, "entities": entities, "reply_markup": markup})
 
     async def _edit_message_caption(self, call: Call) -> JSONDict | bool:
@@ -1746,7 +1160,7 @@ class LocalBotAPI:
         chat = self._resolve_chat(call.params.get("chat_id"))
         message_id = call.params.get("message_id")
         if not isinstance(message_id, int) or (chat["id"], message_id) not in self._messages:
-            raise _bad_request("message to delete not found")
+            raise bad_request("message to delete not found")
         del self._messages[(chat["id"], message_id)]
         return True
 
@@ -1760,7 +1174,7 @@ class LocalBotAPI:
     async def _answer_callback_query(self, call: Call) -> bool:
         query_id = call.params.get("callback_query_id")
         if not isinstance(query_id, str) or query_id not in self._callback_ids:
-            raise _bad_request("query is too old and response timeout expired or query ID is invalid")
+            raise bad_request("query is too old and response timeout expired or query ID is invalid")
         self.callback_answers[query_id] = dict(call.params)
         return True
 
@@ -1772,13 +1186,13 @@ class LocalBotAPI:
     async def _set_my_commands(self, call: Call) -> bool:
         commands = call.params.get("commands")
         if not isinstance(commands, list) or len(commands) > 100:
-            raise _bad_request("commands must be a list of at most 100 BotCommand")
+            raise bad_request("commands must be a list of at most 100 BotCommand")
         for command in commands:
             if not isinstance(command, dict) or not _COMMAND_RE.fullmatch(str(command.get("command", ""))):
-                raise _bad_request("BOT_COMMAND_INVALID")
+                raise bad_request("BOT_COMMAND_INVALID")
             description = command.get("description")
             if not isinstance(description, str) or not 1 <= len(description) <= 256:
-                raise _bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
+                raise bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
         key = self._commands_key(call.params.get("scope"), call.params.get("language_code"))
         self._commands[key] = copy.deepcopy(commands)
         self._last_commands = copy.deepcopy(commands)
@@ -1796,7 +1210,7 @@ class LocalBotAPI:
         return True
 
     async def _set_chat_menu_button(self, call: Call) -> bool:
-        chat_id = _coerce_chat_id(call.params.get("chat_id"))
+        chat_id = coerce_chat_id(call.params.get("chat_id"))
         button = call.params.get("menu_button")
         self._menu_buttons[chat_id if isinstance(chat_id, int) else None] = (
             button if isinstance(button, dict) else {"type": "default"}
@@ -1804,19 +1218,19 @@ class LocalBotAPI:
         return True
 
     async def _get_chat_menu_button(self, call: Call) -> JSONDict:
-        chat_id = _coerce_chat_id(call.params.get("chat_id"))
+        chat_id = coerce_chat_id(call.params.get("chat_id"))
         key = chat_id if isinstance(chat_id, int) else None
         return copy.deepcopy(self._menu_buttons.get(key, self._menu_buttons.get(None, {"type": "default"})))
 
     def _checked_text(self, call: Call, key: str, limit: int) -> tuple[str, list[JSONDict]]:
         raw = call.params.get(key)
         if not isinstance(raw, str) or not raw.strip():
-            raise _bad_request("message text is empty")
-        text, entities = _format_text(raw, call.params.get("parse_mode"), call.params.get("entities"))
+            raise bad_request("message text is empty")
+        text, entities = format_text(raw, call.params.get("parse_mode"), call.params.get("entities"))
         if not text.strip():
-            raise _bad_request("message text is empty")
-        if _utf16_len(text) > limit:
-            raise _bad_request("message is too long")
+            raise bad_request("message text is empty")
+        if utf16_len(text) > limit:
+            raise bad_request("message is too long")
         return text, entities
 
     def _checked_caption(
@@ -1826,9 +1240,9 @@ class LocalBotAPI:
         raw = source.get("caption")
         if not isinstance(raw, str) or not raw:
             return None, []
-        caption, entities = _format_text(raw, source.get("parse_mode"), source.get("caption_entities"))
-        if _utf16_len(caption) > _MAX_CAPTION:
-            raise _bad_request("message caption is too long")
+        caption, entities = format_text(raw, source.get("parse_mode"), source.get("caption_entities"))
+        if utf16_len(caption) > _MAX_CAPTION:
+            raise bad_request("message caption is too long")
         return caption, entities
 
     def _reply_to(self, call: Call, chat: JSONDict) -> JSONDict | None:
@@ -1841,7 +1255,7 @@ class LocalBotAPI:
         if original is None:
             allow = isinstance(reply, dict) and reply.get("allow_sending_without_reply")
             if not allow and not call.params.get("allow_sending_without_reply"):
-                raise _bad_request("message to be replied not found")
+                raise bad_request("message to be replied not found")
             return None
         return {k: v for k, v in copy.deepcopy(original).items() if k != "reply_to_message"}
 
@@ -1890,12 +1304,12 @@ class LocalBotAPI:
         chat = self._resolve_chat(call.params.get("chat_id"))
         media = call.params.get("media")
         if not isinstance(media, list) or not 2 <= len(media) <= 10:
-            raise _bad_request("media group must include 2-10 items")
+            raise bad_request("media group must include 2-10 items")
         group_id = str(10_000_000 + self._next_id())
         contents = []
         for item in media:
             if not isinstance(item, dict) or item.get("type") not in ("photo", "document", "video", "audio"):
-                raise _bad_request("wrong type of the media in the media group")
+                raise bad_request("wrong type of the media in the media group")
             kind = str(item["type"])
             stored = self._input_file(call, "media", kind, reference=item.get("media"))
             caption, entities = self._checked_caption(call, item)
@@ -1908,7 +1322,7 @@ class LocalBotAPI:
         source_chat = self._resolve_chat(call.params.get("from_chat_id"), "from_chat_id")
         original = self._messages.get((source_chat["id"], message_id)) if isinstance(message_id, int) else None
         if original is None:
-            raise _bad_request(
+            raise bad_request(
                 "message to forward not found" if "forward" in call.method else "message to copy not found"
             )
         return source_chat, original
@@ -1939,13 +1353,13 @@ class LocalBotAPI:
     def _many(self, call: Call) -> list[tuple[JSONDict, JSONDict]]:
         ids = call.params.get("message_ids")
         if not isinstance(ids, list) or not 1 <= len(ids) <= 100:
-            raise _bad_request("message_ids must be a list of 1-100 message identifiers")
+            raise bad_request("message_ids must be a list of 1-100 message identifiers")
         found = []
         for message_id in sorted(i for i in ids if isinstance(i, int)):
-            with contextlib.suppress(_ApiError):
+            with contextlib.suppress(ApiError):
                 found.append(self._source_message(call, message_id))
         if not found:
-            raise _bad_request(
+            raise bad_request(
                 "there are no messages to forward" if "forward" in call.method else "no messages to copy"
             )
         return found
@@ -2000,13 +1414,13 @@ class LocalBotAPI:
         chat = self._resolve_chat(call.params.get("chat_id"))
         user_id = call.params.get("user_id")
         if not isinstance(user_id, int):
-            raise _bad_request("invalid user_id specified")
+            raise bad_request("invalid user_id specified")
         member = self._members.get((chat["id"], user_id))
         if member is not None:
             return copy.deepcopy(member)
         if chat["type"] == "private":
             if user_id not in (chat["id"], self.bot_id):
-                raise _bad_request("user not found")
+                raise bad_request("user not found")
             status = "member"
         else:
             status = "left" if user_id == self.bot_id and chat["type"] == "channel" else "member"
@@ -2016,7 +1430,7 @@ class LocalBotAPI:
     async def _get_chat_administrators(self, call: Call) -> list[JSONDict]:
         chat = self._resolve_chat(call.params.get("chat_id"))
         if chat["type"] == "private":
-            raise _bad_request("there are no administrators in the private chat")
+            raise bad_request("there are no administrators in the private chat")
         return [
             copy.deepcopy(m)
             for (chat_id, _), m in self._members.items()
@@ -2036,7 +1450,7 @@ class LocalBotAPI:
         file_id = call.params.get("file_id")
         stored = self.files.get(file_id) if isinstance(file_id, str) else None
         if stored is None:
-            raise _bad_request("invalid file_id")
+            raise bad_request("invalid file_id")
         return {
             "file_id": stored.file_id,
             "file_unique_id": stored.file_unique_id,

@@ -1,0 +1,58 @@
+"""Value types the storage API takes and returns (besides ``bot.domain``'s posts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from bot.domain import Filters
+from models.taxonomy import Classification
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    post_id: int
+    is_new: bool
+    edited: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSettings:
+    chat_id: int
+    type: str
+    title: str | None
+    active: bool
+    timezone: str | None
+    quiet_start: str | None
+    quiet_end: str | None
+    digest_mode: str
+    digest_time: str | None
+    forward_original: bool
+    filters: Filters | None  # None: not subscribed
+    muted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    words: str = ""
+    lang: str | None = None
+    labels: tuple[str, ...] = ()
+    channel: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    appeals_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedPost:
+    """A post already classified elsewhere, loaded in bulk (benchmark archives, archives moved in)."""
+
+    channel: str
+    message_id: int
+    text: str
+    date: datetime
+    lang: str | None
+    classification: Classification | None = None
+    embedding: np.ndarray | None = None

@@ -1,0 +1,181 @@
+"""The database's shape: ordered migrations, each run once in a transaction and recorded.
+
+sqlite-utils' way: a migration is never edited after it ships; a change is a new one, so an
+old database file upgrades itself at start-up.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+
+import aiosqlite
+
+Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+
+
+async def _run_script(db: aiosqlite.Connection, script: str) -> None:
+    """Run statements one by one: executescript() would COMMIT and break the migration's transaction."""
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            await db.execute(buf)
+            buf = ""
+    if buf.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {buf[:80]!r}")
+
+
+async def _m1_initial(db: aiosqlite.Connection) -> None:
+    await _run_script(db,
+        """
+        CREATE TABLE channels (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,          -- username (lower case) or 'c:<id>'
+            chat_id INTEGER,
+            title TEXT,
+            source TEXT NOT NULL DEFAULT 'bot',
+            watched INTEGER NOT NULL DEFAULT 0,
+            added_by INTEGER,
+            added_at INTEGER NOT NULL,
+            last_fetch_ok INTEGER,
+            last_error TEXT,
+            unavailable_reason TEXT
+        );
+        CREATE TABLE fetch_errors (
+            channel_id INTEGER NOT NULL REFERENCES channels(id),
+            at INTEGER NOT NULL,
+            error TEXT NOT NULL
+        );
+        CREATE INDEX fetch_errors_at ON fetch_errors(channel_id, at);
+        CREATE TABLE posts (
+            id INTEGER PRIMARY KEY,
+            channel_id INTEGER NOT NULL REFERENCES channels(id),
+            message_id INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            has_media INTEGER NOT NULL DEFAULT 0,
+            date INTEGER NOT NULL,
+            first_seen INTEGER NOT NULL,
+            edit_date INTEGER,
+            views INTEGER,
+            forwarded_from TEXT,
+            reply_to INTEGER,
+            source TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            lang TEXT,
+            lang_conf REAL,
+            state TEXT NOT NULL DEFAULT 'new',  -- new → classified → done; 'skipped' (nothing to read)
+            story_id INTEGER,
+            search_meta TEXT NOT NULL DEFAULT '',  -- filter tokens indexed beside the text (see meta_tokens)
+            UNIQUE(channel_id, message_id)
+        );
+        CREATE INDEX posts_state ON posts(state);
+        CREATE INDEX posts_date ON posts(date);
+        CREATE INDEX posts_hash ON posts(content_hash);
+        CREATE INDEX posts_story ON posts(story_id);
+        CREATE TABLE post_edits (
+            post_id INTEGER NOT NULL REFERENCES posts(id),
+            text TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            edit_date INTEGER,
+            seen_at INTEGER NOT NULL
+        );
+        CREATE INDEX post_edits_post ON post_edits(post_id);
+        CREATE TABLE classifications (
+            post_id INTEGER PRIMARY KEY REFERENCES posts(id),
+            appeal INTEGER NOT NULL,
+            score REAL NOT NULL,
+            labels TEXT NOT NULL,
+            label_scores TEXT NOT NULL,
+            addressee TEXT,
+            reasons TEXT NOT NULL,
+            classified_at INTEGER NOT NULL,
+            embedding BLOB,
+            label_mask INTEGER NOT NULL DEFAULT 0  -- bit i = LABELS[i]; cheap label filters in search
+        );
+        CREATE INDEX classifications_appeal ON classifications(appeal, score);
+        CREATE TABLE stories (
+            id INTEGER PRIMARY KEY,
+            first_post_id INTEGER NOT NULL REFERENCES posts(id),
+            first_seen INTEGER NOT NULL,
+            last_seen INTEGER NOT NULL,
+            posts INTEGER NOT NULL DEFAULT 1
+        );
+        CREATE TABLE chats (
+            chat_id INTEGER PRIMARY KEY,
+            type TEXT NOT NULL DEFAULT 'private',
+            title TEXT,
+            active INTEGER NOT NULL DEFAULT 1,
+            created_at INTEGER NOT NULL,
+            timezone TEXT,
+            quiet_start TEXT,
+            quiet_end TEXT,
+            digest_mode TEXT NOT NULL DEFAULT 'off',   -- off | daily | weekly
+            digest_time TEXT,
+            forward_original INTEGER NOT NULL DEFAULT 0,
+            deactivated_reason TEXT
+        );
+        CREATE TABLE subscriptions (
+            chat_id INTEGER PRIMARY KEY REFERENCES chats(chat_id),
+            labels TEXT NOT NULL DEFAULT '[]',
+            languages TEXT NOT NULL DEFAULT '[]',
+            channels TEXT NOT NULL DEFAULT '[]',
+            min_score REAL,
+            created_at INTEGER NOT NULL
+        );
+        CREATE TABLE muted_channels (
+            chat_id INTEGER NOT NULL,
+            channel_id INTEGER NOT NULL,
+            PRIMARY KEY (chat_id, channel_id)
+        );
+        CREATE TABLE alerts (
+            chat_id INTEGER NOT NULL,
+            post_id INTEGER NOT NULL REFERENCES posts(id),
+            story_id INTEGER,
+            status TEXT NOT NULL,          -- pending | sent | held | failed | skipped
+            created_at INTEGER NOT NULL,
+            sent_at INTEGER,
+            message_id INTEGER,
+            error TEXT,
+            PRIMARY KEY (chat_id, post_id)
+        );
+        CREATE INDEX alerts_status ON alerts(status);
+        CREATE INDEX alerts_story ON alerts(chat_id, story_id);
+        CREATE TABLE feedback (
+            id INTEGER PRIMARY KEY,
+            chat_id INTEGER NOT NULL,
+            user_id INTEGER,
+            post_id INTEGER NOT NULL REFERENCES posts(id),
+            verdict TEXT NOT NULL,          -- correct | not_appeal | relabel
+            labels TEXT,
+            created_at INTEGER NOT NULL
+        );
+        CREATE VIRTUAL TABLE posts_fts USING fts5(
+            text, search_meta, content='posts', content_rowid='id', tokenize='unicode61 remove_diacritics 2',
+            prefix='4 5 6'
+        );
+        CREATE TRIGGER posts_ai AFTER INSERT ON posts BEGIN
+            INSERT INTO posts_fts(rowid, text, search_meta) VALUES (new.id, new.text, new.search_meta);
+        END;
+        CREATE TRIGGER posts_ad AFTER DELETE ON posts BEGIN
+            INSERT INTO posts_fts(posts_fts, rowid, text, search_meta)
+                VALUES ('delete', old.id, old.text, old.search_meta);
+        END;
+        CREATE TRIGGER posts_au AFTER UPDATE OF text, search_meta ON posts BEGIN
+            INSERT INTO posts_fts(posts_fts, rowid, text, search_meta)
+                VALUES ('delete', old.id, old.text, old.search_meta);
+            INSERT INTO posts_fts(rowid, text, search_meta) VALUES (new.id, new.text, new.search_meta);
+        END;
+        """
+    )
+
+
+async def _m2_drop_label_mask(db: aiosqlite.Connection) -> None:
+    """``classifications.label_mask`` was written and never read: labels are filtered through FTS tokens."""
+    await db.execute("ALTER TABLE classifications DROP COLUMN label_mask")
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("0001_initial", _m1_initial),
+    ("0002_drop_label_mask", _m2_drop_label_mask),
+]
