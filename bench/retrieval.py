@@ -81,10 +81,16 @@ def load_queries(path: Path = QUERIES_FILE) -> list[Query]:
     return out
 
 
+# The query set's relevance was judged over these files; posts written later (posts_realstyle)
+# would count as misses when they rank high, so the archive holds the judged posts only.
+JUDGED_FILES = ("posts_en.jsonl", "posts_ru_appeals.jsonl", "posts_ru_negatives.jsonl", "posts_uk_appeals.jsonl",
+                "posts_uk_negatives.jsonl")
+
+
 def labelled_posts() -> list[tuple[str, int, Example]]:
-    """(channel, message id, example) for every labelled post, in file order."""
+    """(channel, message id, example) for every post the queries were judged over, in file order."""
     out = []
-    for path in data_files():
+    for path in (p for p in data_files() if p.name in JUDGED_FILES):
         channel = path.stem.removeprefix("posts_")
         out += [(channel, i, ex) for i, ex in enumerate(read_jsonl([path]), 1)]
     return out

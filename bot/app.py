@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,9 +19,11 @@ from telegram.constants import ParseMode
 from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, Defaults
 
-from bot.alerts import AlertDispatcher
+from bot.access import ApprovedChannelsOnly
+from bot.alerts import AlertDispatcher, RetryPolicy
 from bot.config import Config
 from bot.pipeline import Pipeline
+from bot.recovery import DowntimeReport, beat
 from bot.search import VectorIndex
 from bot.services import Services
 from bot.shell.adapter import TelegramSender
@@ -54,7 +56,8 @@ async def _register_config_channels(app: AnyApp, services: Services) -> None:
                 source = "bot"
         except TelegramError as exc:
             log.info("@%s: not reachable through the Bot API (%s); using its web preview", name, exc)
-        await services.storage.ensure_channel(name, chat_id=chat_id, title=title, source=source, watched=True)
+        await services.storage.ensure_channel(name, chat_id=chat_id, title=title, source=source, watched=True,
+                                              approval="approved")  # the operator chose it
 
 
 def _start_web_source(app: AnyApp, services: Services) -> None:
@@ -87,27 +90,44 @@ def _start_web_source(app: AnyApp, services: Services) -> None:
     services.background.append(asyncio.get_running_loop().create_task(source.run(channels), name="web-preview"))
 
 
+async def _recover(storage: Storage) -> DowntimeReport:
+    """Before any work: claims a dead process left pending are due now, and the heartbeat says
+    since when the bot was down (the admins' summary counts what arrived meanwhile)."""
+    now = datetime.now(UTC)
+    orphaned = await storage.release_leases()
+    if orphaned:
+        log.warning("%d alerts were claimed but not recorded before the last stop; sending them again", orphaned)
+    down_since = await beat(storage, now)
+    if down_since is not None:
+        log.info("last heartbeat %s: down for %s", down_since.isoformat(timespec="seconds"), now - down_since)
+    return DowntimeReport(down_since, now)
+
+
 def build_application(config: Config, *, classifier: Any = None, start_sources: bool = True) -> AnyApp:
     if not config.telegram.token:
         raise ValueError("no bot token: set TELEGRAM_BOT_TOKEN or [telegram] token")
 
     async def post_init(app: AnyApp) -> None:
-        storage = Storage(config.storage.path)
+        # with admins configured, a channel that adds the bot waits for their approval (bot.access)
+        storage = Storage(config.storage.path, channels_need_approval=bool(config.access.admins))
         await storage.open()
+        downtime = await _recover(storage)
         clf = classifier
         if clf is None:
             clf = await asyncio.get_running_loop().run_in_executor(None, load_classifier, config)
+        tg = config.telegram
         dispatcher = AlertDispatcher(
             storage, TelegramSender(app.bot), min_score=config.alerts.min_score,
             story_window=timedelta(hours=config.alerts.story_window_hours), default_tz=config.digest.timezone,
-            text_limit=config.alerts.text_limit,
+            text_limit=config.alerts.text_limit, max_age=config.alerts.max_age,
+            retry=RetryPolicy(retries=tg.transient_retries, base=tg.retry_delay), on_history=downtime.note,
         )
         vectors = VectorIndex(int(getattr(getattr(clf, "encoder", None), "dim", 384)))
         await vectors.load(storage)
-        pipeline = Pipeline(storage, clf, alerts=dispatcher, batch_size=config.model.batch_size,
+        pipeline = Pipeline(storage, clf, alerts=ApprovedChannelsOnly(storage, dispatcher), batch_size=config.model.batch_size,
                             story_window=timedelta(hours=config.alerts.story_window_hours), on_appeal=vectors.add)
         services = Services(config=config, storage=storage, pipeline=pipeline, alerts=dispatcher, classifier=clf,
-                            vectors=vectors)
+                            vectors=vectors, downtime=downtime)
         app.bot_data[SERVICES_KEY] = services
         pipeline.start()
         from handlers.menu import bot_commands
@@ -118,6 +138,8 @@ def build_application(config: Config, *, classifier: Any = None, start_sources: 
         await schedule_all(app, config, await storage.chats_with_digest())
         if start_sources:
             _start_web_source(app, services)
+        if not config.access.admins:
+            log.warning("no [access] admins: channels that add the bot are watched without anyone's approval")
         log.info("AppealWatch is up: %d posts stored", await storage.count_posts())
 
     async def post_shutdown(app: AnyApp) -> None:
@@ -128,6 +150,7 @@ def build_application(config: Config, *, classifier: Any = None, start_sources: 
             await asyncio.gather(*services.background, return_exceptions=True)
             if services.web_source is not None:
                 await services.web_source.close()
+            await services.alerts.close()  # retries in progress: their claims are sent at the next start
             await services.pipeline.stop()
             await services.storage.close()
 

@@ -49,6 +49,14 @@ def _day(value: str, key: str) -> datetime:
         raise UsageError(f"{key}: expected a date like 2026-03-01, got “{value}”.") from exc
 
 
+def _day_end(value: str, key: str) -> datetime:
+    """The exclusive end of a day the user named (the next midnight); the last representable day is refused."""
+    try:
+        return _day(value, key) + timedelta(days=1)
+    except OverflowError as exc:
+        raise UsageError(f"{key}: “{value}” is too far in the future.") from exc
+
+
 def _channel(value: str) -> str:
     try:
         return normalise_channel(value)
@@ -82,7 +90,7 @@ def parse_search(text: str) -> SearchQuery:
         elif key in ("since", "from"):
             since = _day(value, "since")
         elif key in ("until", "to"):
-            until = _day(value, "until") + timedelta(days=1)
+            until = _day_end(value, "until")
         else:
             words.append(token)
     if since and until and since >= until:
@@ -144,7 +152,7 @@ def parse_period(arg: str | None, now: datetime | None = None) -> Period:
         return Period(now - delta, now, f"last {n}{unit}")
     m = re.fullmatch(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})", value)
     if m:
-        since, until = _day(m.group(1), "from"), _day(m.group(2), "to") + timedelta(days=1)
+        since, until = _day(m.group(1), "from"), _day_end(m.group(2), "to")
         if since >= until:
             raise UsageError("The first date must not be after the second, e.g. /digest 2026-03-01..2026-03-31")
         return Period(since, until, f"{m.group(1)} – {m.group(2)}")

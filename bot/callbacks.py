@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Self
 
 MAX_BYTES = 64  # Telegram's limit on callback_data
+# Numbers are bounded (ids fit SQLite's 64-bit integers): longer ones are not ours and match no handler.
 
 
 class _Codec:
@@ -43,7 +44,7 @@ class Feedback(_Codec):
     """✅ / ❌ under an alert: the user's verdict on one post."""
 
     PREFIX: ClassVar[str] = "fb"
-    PATTERN: ClassVar[str] = r"^fb:(?P<verdict>ok|no):(?P<post_id>\d+)$"
+    PATTERN: ClassVar[str] = r"^fb:(?P<verdict>ok|no):(?P<post_id>\d{1,18})\Z"
     verdict: str
     post_id: int
 
@@ -53,7 +54,7 @@ class Mute(_Codec):
     """🔕 under an alert: mute the post's channel in this chat."""
 
     PREFIX: ClassVar[str] = "mute"
-    PATTERN: ClassVar[str] = r"^mute:(?P<post_id>\d+)$"
+    PATTERN: ClassVar[str] = r"^mute:(?P<post_id>\d{1,18})\Z"
     post_id: int
 
 
@@ -62,7 +63,7 @@ class SearchPage(_Codec):
     """◀ / ▶ under search results: a page of a search session kept in memory."""
 
     PREFIX: ClassVar[str] = "s"
-    PATTERN: ClassVar[str] = r"^s:(?P<token>[\w-]+):(?P<page>\d+)$"
+    PATTERN: ClassVar[str] = r"^s:(?P<token>[\w-]+):(?P<page>\d{1,6})\Z"
     token: str
     page: int
 
@@ -72,7 +73,7 @@ class SubscriptionChoice(_Codec):
     """The /subscribe keyboard: toggle a label (l), a language (g), pick a min score (m), or done."""
 
     PREFIX: ClassVar[str] = "sub"
-    PATTERN: ClassVar[str] = r"^sub:(?P<kind>l|g|m|done)(?::(?P<value>[\w.]+))?$"
+    PATTERN: ClassVar[str] = r"^sub:(?P<kind>l|g|m|done)(?::(?P<value>[\w.]+))?\Z"
     kind: str
     value: str = ""
 
@@ -82,7 +83,7 @@ class SettingsChoice(_Codec):
     """The /settings keyboard: digest mode (d), quiet hours (q), forwarding originals (f)."""
 
     PREFIX: ClassVar[str] = "set"
-    PATTERN: ClassVar[str] = r"^set:(?P<key>d|q|f):(?P<value>[\w:-]+)$"
+    PATTERN: ClassVar[str] = r"^set:(?P<key>d|q|f):(?P<value>[\w:-]+)\Z"
     key: str
     value: str
 
@@ -92,6 +93,16 @@ class DigestOriginals(_Codec):
     """📨 under a digest: forward the period's original posts."""
 
     PREFIX: ClassVar[str] = "dg"
-    PATTERN: ClassVar[str] = r"^dg:(?P<since>\d+):(?P<until>\d+)$"
+    PATTERN: ClassVar[str] = r"^dg:(?P<since>-?\d{1,12}):(?P<until>-?\d{1,12})\Z"  # before 1970 is negative
     since: int
     until: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelApproval(_Codec):
+    """Approve / Reject under the message admins get when a channel adds the bot (``channel_id``: its row id)."""
+
+    PREFIX: ClassVar[str] = "chn"
+    PATTERN: ClassVar[str] = r"^chn:(?P<verdict>ok|no):(?P<channel_id>\d{1,18})\Z"
+    verdict: str
+    channel_id: int

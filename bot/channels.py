@@ -14,7 +14,7 @@ import re
 _HOSTS = ("t.me/", "telegram.me/", "www.t.me/", "telegram.dog/")
 _USERNAME = re.compile(r"^[a-z][a-z0-9_]{3,31}$")
 _POST_LINK = re.compile(
-    r"^(?:https?://)?(?:www\.)?(?:t\.me|telegram\.me|telegram\.dog)/(?:s/)?(?:(?P<private>c)/)?(?P<name>[\w]+)/(?P<mid>\d+)/?(?:\?.*)?$",
+    r"^(?:https?://)?(?:www\.)?(?:t\.me|telegram\.me|telegram\.dog)/(?:s/)?(?:(?P<private>c)/)?(?P<name>[\w]+)/(?P<mid>\d{1,18})/?(?:\?.*)?$",
     re.IGNORECASE,
 )
 
@@ -37,8 +37,9 @@ def channel_name(text: str) -> str:
 
 
 def is_username(name: str) -> bool:
-    """Telegram's rule for public usernames: 5–32 characters, a letter first, then letters, digits, ``_``."""
-    return len(name) >= 5 and bool(_USERNAME.match(name))
+    """Telegram's rule for public usernames: 4–32 characters (4 for collectible ones), a letter first,
+    then letters, digits, ``_``."""
+    return bool(_USERNAME.match(name))
 
 
 def normalise_channel(text: str) -> str:
@@ -83,7 +84,7 @@ def parse_post_link(ref: str) -> tuple[str, int] | None:
     name, mid = m["name"], int(m["mid"])
     if m["private"]:
         return (f"c:{name}", mid) if name.isdigit() else None
-    return name.lower(), mid
+    return (name.lower(), mid) if is_username(name.lower()) else None
 
 
 def chat_reference(target: int | str) -> int | str:

@@ -1,11 +1,15 @@
 """Pictures for digests and /trend: appeals per day by label, and the most active channels.
 
 Rendered headless (Agg) at a phone-friendly size: large type, a legend, dates on the axis.
+Callers run :func:`appeals_chart` on a worker thread (``asyncio.to_thread``): it builds a
+``Figure`` directly, without pyplot's global figure list, and one lock keeps two renders
+from sharing matplotlib's global state.
 """
 
 from __future__ import annotations
 
 import io
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, timedelta
@@ -13,7 +17,8 @@ from datetime import date, timedelta
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from models.taxonomy import LABELS
 
@@ -23,6 +28,7 @@ COLOURS = {
 }
 SIZE_INCHES = (8.0, 9.0)
 DPI = 120
+_RENDER = threading.Lock()
 
 
 def chart_series(per_day: Sequence[tuple[str, str, int]], *, since: date | None = None,
@@ -42,10 +48,17 @@ def chart_series(per_day: Sequence[tuple[str, str, int]], *, since: date | None 
 
 def appeals_chart(per_day: Sequence[tuple[str, str, int]], by_channel: Sequence[tuple[str, int]], title: str,
                   *, since: date | None = None, until: date | None = None) -> bytes:
-    """PNG bytes: stacked bars of appeals per day by label (top), channels (bottom)."""
+    """PNG bytes: stacked bars of appeals per day by label (top), channels (bottom). Thread-safe."""
+    with _RENDER, matplotlib.rc_context({"font.size": 15}):
+        return _render(per_day, by_channel, title, since=since, until=until)
+
+
+def _render(per_day: Sequence[tuple[str, str, int]], by_channel: Sequence[tuple[str, int]], title: str,
+            *, since: date | None, until: date | None) -> bytes:
     days, series = chart_series(per_day, since=since, until=until)
-    plt.rcParams.update({"font.size": 15})
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=SIZE_INCHES, dpi=DPI, gridspec_kw={"height_ratios": [3, 2]})
+    fig = Figure(figsize=SIZE_INCHES, dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
     bottom = [0] * len(days)
     x = list(range(len(days)))
     for label, values in series.items():
@@ -69,5 +82,4 @@ def appeals_chart(per_day: Sequence[tuple[str, str, int]], by_channel: Sequence[
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()

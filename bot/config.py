@@ -7,9 +7,10 @@ traceback from deep inside the bot. Each table becomes one frozen dataclass.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,6 +36,10 @@ class TelegramConfig:
     api_file_url: str = DEFAULT_FILE_BASE
     send_retries: int = 3
     max_messages_per_second: float = 30.0
+    # Transient send errors (network, timeouts, 5xx, 429 after send_retries): retried this many
+    # times, waiting retry_delay · 2^n seconds (capped at 30 s, with jitter) before retry n+1.
+    transient_retries: int = 5
+    retry_delay: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,9 @@ class StorageConfig:
 class AccessConfig:
     admins: tuple[int, ...] = ()
     allowed_users: tuple[int, ...] = ()
+    export: str = "admins"  # who may /export: "admins" or "allowed" (everyone allowed to use the bot)
+    export_max_rows: int = 20_000  # an export over this many posts is refused before anything is written
+    export_interval: float = 60.0  # seconds between two exports of one user
 
     def is_allowed(self, user_id: int | None, chat_id: int | None = None) -> bool:
         if not self.allowed_users:
@@ -55,6 +63,11 @@ class AccessConfig:
     def is_admin(self, user_id: int | None) -> bool:
         return user_id is not None and user_id in self.admins
 
+    def may_export(self, user_id: int | None, chat_id: int | None = None) -> bool:
+        if self.is_admin(user_id):
+            return True
+        return self.export == "allowed" and user_id is not None and self.is_allowed(user_id, chat_id)
+
 
 @dataclass(frozen=True, slots=True)
 class AlertsConfig:
@@ -62,6 +75,7 @@ class AlertsConfig:
     story_window_hours: float = 48.0
     forward_original: bool = False
     text_limit: int = 700
+    max_age: timedelta = timedelta(hours=6)  # older posts (by their own date) are history: never alerted
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +162,29 @@ class _Table:
             raise self._err(key, f"must be between {lo} and {hi}, got {value}")
         return float(value)
 
+    def duration(self, key: str, default: str, lo: timedelta, hi: timedelta) -> timedelta:
+        """A duration written as "45s", "90m", "6h", "2d" or "1w"."""
+        text = self.take(key, str, default)
+        value = parse_duration(text)
+        if value is None:
+            raise self._err(key, f'expected a duration like "90m", "6h" or "2d", got {text!r}')
+        if not lo <= value <= hi:
+            raise self._err(key, f"must be between {lo} and {hi}, got {text!r}")
+        return value
+
     def finish(self) -> None:
         if self.data:
             raise self._err(", ".join(sorted(self.data)), "unknown key (check the spelling against config.example.toml)")
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """``"45s"``, ``"90m"``, ``"6h"``, ``"2d"``, ``"1w"`` → timedelta; None if it is not one."""
+    m = _DURATION.fullmatch(text.strip().lower())
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)]) if m else None
 
 
 def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
@@ -180,7 +214,9 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
         files = api[: -len("/bot")] + "/file/bot" if api.endswith("/bot") else DEFAULT_FILE_BASE
     telegram = TelegramConfig(token=token, api_base_url=api, api_file_url=files,
                               send_retries=int(t.number("send_retries", 3, 0, 20)),
-                              max_messages_per_second=t.number("max_messages_per_second", 30.0, 0.0, 10_000.0))
+                              max_messages_per_second=t.number("max_messages_per_second", 30.0, 0.0, 10_000.0),
+                              transient_retries=int(t.number("transient_retries", 5, 0, 20)),
+                              retry_delay=t.number("retry_delay", 0.5, 0.01, 60.0))
     t.finish()
 
     s = _Table(raw.get("storage", {}), "storage", file)
@@ -189,7 +225,12 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
     s.finish()
 
     a = _Table(raw.get("access", {}), "access", file)
-    access = AccessConfig(admins=a.ids("admins"), allowed_users=a.ids("allowed_users"))
+    export = a.take("export", str, "admins")
+    if export not in ("admins", "allowed"):
+        raise ConfigError(f'{file}: [access] export: expected "admins" or "allowed", got {export!r}')
+    access = AccessConfig(admins=a.ids("admins"), allowed_users=a.ids("allowed_users"), export=export,
+                          export_max_rows=int(a.number("export_max_rows", 20_000, 1, 1_000_000)),
+                          export_interval=a.number("export_interval", 60.0, 0.0, 86_400.0))
     a.finish()
 
     al = _Table(raw.get("alerts", {}), "alerts", file)
@@ -198,6 +239,7 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
         story_window_hours=al.number("story_window_hours", 48.0, 0.0, 24.0 * 365),
         forward_original=al.take("forward_original", bool, False),
         text_limit=int(al.number("text_limit", 700, 50, 3500)),
+        max_age=al.duration("max_age", "6h", timedelta(minutes=1), timedelta(days=365)),
     )
     al.finish()
 

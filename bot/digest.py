@@ -6,6 +6,7 @@ through ``DigestSender`` (implemented over PTB in ``bot.shell.adapter``).
 
 from __future__ import annotations
 
+import asyncio
 import html
 from dataclasses import dataclass
 from typing import Protocol
@@ -14,7 +15,7 @@ from bot.arguments import Period, parse_period
 from bot.callbacks import DigestOriginals
 from bot.channels import channel_link
 from bot.charts import appeals_chart
-from bot.messages import Button, Rendered, trim_at_word
+from bot.messages import Button, Rendered, html_text, trim_at_word
 from bot.storage import Storage
 from models.taxonomy import LANG_NAMES, labels_text
 
@@ -41,14 +42,15 @@ async def build_digest(storage: Storage, period: Period, *, top: int = 5, chart:
             lines.append(
                 f"{i}. <a href=\"{html.escape(p.permalink)}\">{html.escape(labels_text(p.labels))}</a> · "
                 f"{(p.score or 0):.2f} · {channel_link(p.channel)}{reposts}\n"
-                f"   {html.escape(trim_at_word(p.text.replace(chr(10), ' '), 160))}"
+                f"   {html_text(trim_at_word(p.text.replace(chr(10), ' ').replace(chr(13), ' '), 160))}"
             )
     else:
         lines.append("\nNo appeals in this period.")
     png = None
     if chart and counts["appeals"]:
-        png = appeals_chart(counts["per_day"], counts["by_channel"], f"Appeals · {period.label}",
-                            since=period.since.date(), until=period.until.date())
+        # ~250 ms of matplotlib: on a worker thread, so the bot keeps answering meanwhile
+        png = await asyncio.to_thread(appeals_chart, counts["per_day"], counts["by_channel"], f"Appeals · {period.label}",
+                                      since=period.since.date(), until=period.until.date())
     return Digest("\n".join(lines), png, int(counts["appeals"]))
 
 

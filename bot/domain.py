@@ -52,6 +52,7 @@ class ChannelHealth:
     errors_24h: int
     last_error: str | None = None
     posts: int = 0
+    approval: str = "approved"  # 'pending': waiting for an admin; 'rejected'
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,7 @@ class StoredPost:
     repost_count: int = 0
     snippet: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    source: str | None = None  # the SourceKind that first stored it ('export': history, never alerted)
 
     @property
     def permalink(self) -> str:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,26 @@ class Rendered:
     html: str
     buttons: tuple[tuple[Button, ...], ...] = ()
     forward_from: tuple[int, int] | None = None  # (source chat id, message id) to forward first
+
+
+# C0 controls but tab and newline, DEL and C1 controls, lone surrogates, the two non-characters:
+# raw \x02/\x03 once broke whole search pages, and Telegram refuses some of the others.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_NEWLINES = re.compile("\r\n?|[\u2028\u2029]")
+
+
+def clean_text(text: str) -> str:
+    """Text as users may read it: control characters removed, every line break a ``\\n``."""
+    return _CONTROL.sub("", _NEWLINES.sub("\n", text))
+
+
+def html_text(text: str) -> str:
+    """Any text from outside (posts, reasons, titles, what users typed) ready for an HTML message.
+
+    Every renderer (alerts, search results, digests, answers) goes through this one function:
+    control characters are stripped, then ``<``, ``>``, ``&`` and quotes are escaped.
+    """
+    return html.escape(clean_text(text))
 
 
 def trim_at_word(text: str, limit: int) -> str:
@@ -55,9 +76,9 @@ def render_alert(post: StoredPost, *, text_limit: int = 700, also_in: Sequence[s
     if also_in:
         shown = ", ".join(channel_link(c) for c in list(dict.fromkeys(also_in))[:5])
         lines.append(f"🔁 also in {shown} ({reposts} repost{'s' if reposts != 1 else ''})")
-    lines.append(f"<blockquote>{html.escape(trim_at_word(post.text, text_limit))}</blockquote>")
+    lines.append(f"<blockquote>{html_text(trim_at_word(clean_text(post.text), text_limit))}</blockquote>")
     if post.reasons:
-        because = " · ".join(f"«{html.escape(r)}»" for r in post.reasons[:3])
+        because = " · ".join(f"«{html_text(r)}»" for r in post.reasons[:3])
         lines.append(f"<i>Because:</i> {because}")
     lines.append(f'🔗 <a href="{html.escape(post.permalink)}">Open the post</a>')
     buttons = (

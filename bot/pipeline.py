@@ -5,6 +5,13 @@ then queues the work, so a crash or a restart loses nothing: posts whose process
 did not finish are picked up again by :meth:`Pipeline.resume`. Classification runs on
 a worker thread (the event loop keeps answering users) and batches posts that arrive
 together, which is several times faster per post on a CPU.
+
+Work heals itself while the bot runs: a batch that fails is classified again post by post
+(one bad post never takes its neighbours down), each failing post is retried with backoff
+(:class:`HealingPolicy`) and, after the last attempt, left in state 'error' with its reason
+(``/status`` shows it, ``appealwatch reprocess`` retries it). :meth:`Pipeline.heal`, run by a
+periodic job, picks up unfinished posts nobody is working on — a handler that raised after
+storing, a fan-out that failed, posts ``reprocess`` classified in another process.
 """
 
 from __future__ import annotations
@@ -12,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import random
+import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +32,7 @@ from typing import Protocol
 import numpy as np
 
 from bot.domain import IncomingPost
-from bot.storage import Storage
+from bot.storage import IngestResult, Storage
 from models.language import detect_language
 from models.taxonomy import Classification
 
@@ -52,6 +62,30 @@ class PipelineStats:
     classified: int = 0
     appeals: int = 0
     batches: int = 0
+    retries: int = 0  # failed classifications queued again
+    errors: int = 0   # posts given up on (state 'error')
+
+
+@dataclass(frozen=True, slots=True)
+class HealingPolicy:
+    """Failed classifications: ``attempts`` tries in all, try n+1 after ``min(cap, base · 2^(n-1))``
+    seconds times a random factor in [0.5, 1); then the post is state 'error'. An unfinished post
+    that no one in this process works on for ``stall`` is picked up by :meth:`Pipeline.heal`."""
+
+    attempts: int = 3
+    base: float = 2.0
+    cap: float = 60.0
+    stall: timedelta = timedelta(seconds=60)
+
+    def delay(self, failures: int, rng: random.Random) -> float:
+        return min(self.cap, self.base * 2 ** (failures - 1)) * rng.uniform(0.5, 1.0)
+
+
+STORE_ATTEMPTS = 4  # a busy database (another process's checkpoint) is retried; storing must not fail
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 class Pipeline:
@@ -68,6 +102,8 @@ class Pipeline:
         story_window: timedelta = timedelta(hours=48),
         story_similarity: float = 0.94,
         on_appeal: Callable[[int, np.ndarray], None] | None = None,
+        healing: HealingPolicy | None = None,
+        hand_off: bool = False,
     ) -> None:
         self.storage = storage
         self.scorer = scorer
@@ -77,23 +113,35 @@ class Pipeline:
         self.story_window = story_window
         self.story_similarity = story_similarity
         self.on_appeal = on_appeal  # e.g. the semantic search index
+        self.healing = healing or HealingPolicy()
+        # hand_off: classified posts stay 'classified' for the running bot to fan out (appealwatch reprocess)
+        self.hand_off = hand_off
         self.stats = PipelineStats()
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
-        self._dispatch_queue: asyncio.Queue[tuple[list[int], int]] = asyncio.Queue()
+        self._dispatch_queue: asyncio.Queue[list[int]] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
         self._idle = asyncio.Event()
         self._idle.set()
-        self._inflight = 0
+        # Posts this process is working on (queued, classifying, waiting to retry, dispatching):
+        # one count per hold, released when that piece of work is finished.
+        self._active: Counter[int] = Counter()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._failing: set[int] = set()  # posts with failures recorded, cleared once they are classified
+        self._rng = random.Random()
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
 
     # -- PostSink ---------------------------------------------------------------------------
 
     async def ingest(self, posts: Sequence[IncomingPost]) -> int:
-        """Store each post exactly once, then queue the new and edited ones. Returns new posts."""
+        """Store each post exactly once, then queue the new and edited ones. Returns new posts.
+
+        Storing comes first and is the only step whose failure reaches the caller; anything
+        after it that fails leaves the post 'new', and the healing sweep picks it up.
+        """
         new = 0
-        results = await self.storage.store_posts(posts)
+        results = await self._store(posts)
         for post, result in zip(posts, results, strict=True):
             if result.is_new:
                 new += 1
@@ -103,19 +151,38 @@ class Pipeline:
             else:
                 self.stats.duplicates += 1
                 continue
-            if not post.text.strip():
-                # media without text: stored (and searchable by channel/date), nothing to classify
-                await self.storage.save_language_only(result.post_id, "other", 0.0)
-                continue
-            self._enqueue(result.post_id)
+            try:
+                await self._queue_stored(post, result.post_id)
+            except Exception:
+                log.exception("post %s/%s is stored, but queueing it failed; the healing sweep picks it up",
+                              post.channel, post.message_id)
         return new
+
+    async def _store(self, posts: Sequence[IncomingPost]) -> list[IngestResult]:
+        """``store_posts``, retried while the database is busy (a post must not be lost to a lock)."""
+        for attempt in range(STORE_ATTEMPTS):
+            try:
+                return await self.storage.store_posts(posts)
+            except sqlite3.OperationalError as exc:
+                if attempt == STORE_ATTEMPTS - 1:
+                    raise
+                log.warning("storing %d posts failed (%s); trying again", len(posts), exc)
+                await asyncio.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def _queue_stored(self, post: IncomingPost, post_id: int) -> None:
+        if not post.text.strip():
+            # media without text: stored (and searchable by channel/date), nothing to classify
+            await self.storage.save_language_only(post_id, "other", 0.0)
+            return
+        self._enqueue(post_id)
 
     async def ingest_and_wait(self, post: IncomingPost, timeout: float = 120.0, *, answered_chat: int | None = None) -> int:
         """Store one post and wait until it is classified (a user forwarded it and waits).
 
         ``answered_chat`` gets the classification as a reply, so it gets no alert for it too.
         """
-        result = await self.storage.store_post(post)
+        [result] = await self._store([post])
         if answered_chat is not None:
             await self.storage.claim_alert(answered_chat, result.post_id, None, status="skipped")
         if not post.text.strip():
@@ -143,9 +210,20 @@ class Pipeline:
 
     # -- worker -------------------------------------------------------------------------------
 
-    def _enqueue(self, post_id: int) -> None:
-        self._inflight += 1
+    def _hold(self, post_id: int) -> None:
+        self._active[post_id] += 1
         self._idle.clear()
+
+    def _release(self, post_ids: Sequence[int]) -> None:
+        for pid in post_ids:
+            self._active[pid] -= 1
+            if self._active[pid] <= 0:
+                del self._active[pid]
+        if not self._active:
+            self._idle.set()
+
+    def _enqueue(self, post_id: int) -> None:
+        self._hold(post_id)
         self._queue.put_nowait(post_id)
 
     def start(self) -> None:
@@ -154,6 +232,9 @@ class Pipeline:
             self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="alert-fanout")
 
     async def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
         for task in (self._worker, self._dispatcher):
             if task is not None:
                 task.cancel()
@@ -166,71 +247,165 @@ class Pipeline:
 
     @property
     def pending(self) -> int:
-        """Posts stored but not yet classified and dispatched."""
-        return self._inflight
+        """Posts stored but not yet classified and dispatched (retries waiting included)."""
+        return len(self._active)
+
+    def working_on(self, post_id: int) -> bool:
+        return post_id in self._active
 
     async def wait_idle(self, timeout: float | None = None) -> None:
-        """Until every queued post is classified and dispatched (tests, import, shutdown)."""
+        """Until every queued post is classified and dispatched, or given up on (tests, import, shutdown)."""
         await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def resume(self) -> int:
         """Finish posts a crash interrupted: classify the 'new', fan out the 'classified'."""
-        pending = await self.storage.unfinished_posts()
-        to_dispatch = [pid for pid, state in pending if state == "classified"]
-        for pid, state in pending:
+        picked = self._pick_up(await self.storage.unfinished_posts())
+        if picked:
+            log.info("resumed %d unfinished posts", picked)
+        return picked
+
+    async def heal(self) -> int:
+        """The healing sweep: unfinished posts nobody here has worked on for a while are picked up again.
+
+        They are posts a handler stored before it failed, fan-outs that raised, posts another
+        process (``appealwatch reprocess``) classified. Returns how many were picked up.
+        """
+        picked = self._pick_up(await self.storage.stalled_posts(datetime.now(UTC) - self.healing.stall))
+        if picked:
+            log.warning("picked up %d stalled posts", picked)
+        return picked
+
+    async def retry_failed(self) -> list[int]:
+        """Queue every post in state 'error' again (``appealwatch reprocess``); returns their ids."""
+        ids = [f.id for f in await self.storage.failed_posts()]
+        self._failing.update(ids)
+        for pid in ids:
+            if pid not in self._active:
+                self._enqueue(pid)
+        return ids
+
+    def _pick_up(self, rows: Sequence[tuple[int, str]]) -> int:
+        """Queue 'new' posts for classification and 'classified' ones for the fan-out (unless already ours)."""
+        fresh = [(pid, state) for pid, state in rows if pid not in self._active]
+        classified = [pid for pid, state in fresh if state == "classified"]
+        for pid, state in fresh:
             if state == "new":
                 self._enqueue(pid)
-        if to_dispatch:
-            await self._dispatch(to_dispatch)
-        if pending:
-            log.info("resumed %d unfinished posts", len(pending))
-        return len(pending)
+        for pid in classified:
+            self._hold(pid)
+        if classified:
+            self._dispatch_queue.put_nowait(classified)
+        return len(fresh)
+
+    async def _next_batch(self) -> list[int]:
+        first = await self._queue.get()
+        batch = [first]
+        deadline = time.monotonic() + self.linger
+        while len(batch) < self.batch_size:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+            except TimeoutError:
+                break
+        return batch
 
     async def _run(self) -> None:
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            deadline = time.monotonic() + self.linger
-            while len(batch) < self.batch_size:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
-            classified: list[int] = []
-            try:
-                classified = await self._process(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The posts stay 'new' in the database and are retried on the next resume().
-                log.exception("processing a batch of %d posts failed", len(batch))
-            finally:
-                for pid in batch:
-                    for fut in self._waiters.pop(pid, []):
-                        if not fut.done():
-                            fut.set_result(None)
-            # Fan-out runs beside classification, so a slow recipient never delays the next batch.
-            self._dispatch_queue.put_nowait((classified, len(batch)))
+            batch = await self._next_batch()
+            unique = list(dict.fromkeys(batch))
+            self._release(list((Counter(batch) - Counter(unique)).elements()))  # one hold per post goes on
+            done, failed = await self._classify(unique)
+            self._wake_waiters(unique)
+            await self._recovered([pid for pid in done if pid in self._failing])
+            settled = set(done) | set(failed)
+            self._release([pid for pid in unique if pid not in settled])  # gone from the database
+            if failed:
+                await self._failed(failed)
+            if done:
+                # Fan-out runs beside classification, so a slow recipient never delays the next batch.
+                self._dispatch_queue.put_nowait(done)
+
+    async def _classify(self, ids: list[int]) -> tuple[list[int], dict[int, str]]:
+        """(classified ids, {id: reason} of those that failed). A failed batch is tried again post by post."""
+        try:
+            return await self._process(ids), {}
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if len(ids) == 1:
+                log.warning("classifying post %d failed: %s", ids[0], _reason(exc), exc_info=True)
+                return [], {ids[0]: _reason(exc)}
+            log.warning("a batch of %d posts failed (%s); classifying them one by one", len(ids), _reason(exc))
+        done: list[int] = []
+        failed: dict[int, str] = {}
+        for pid in ids:
+            one_done, one_failed = await self._classify([pid])
+            done += one_done
+            failed.update(one_failed)
+        return done, failed
+
+    def _wake_waiters(self, post_ids: Sequence[int]) -> None:
+        for pid in post_ids:
+            for fut in self._waiters.pop(pid, []):
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def _failed(self, failed: dict[int, str]) -> None:
+        """Count each failure; retry with backoff, or give up ('error') after the last attempt."""
+        counts: dict[int, int] = {}
+        try:
+            for reason in set(failed.values()):
+                ids = [pid for pid, r in failed.items() if r == reason]
+                counts.update(await self.storage.record_failures(ids, reason, max_attempts=self.healing.attempts))
+        except Exception:
+            log.exception("could not record %d failed classifications; the healing sweep retries them", len(failed))
+            self._release(list(failed))
+            return
+        self._failing.update(failed)
+        for pid in failed:
+            failures = counts.get(pid, self.healing.attempts)
+            if failures >= self.healing.attempts:
+                self.stats.errors += 1
+                log.error("post %d failed %d times (%s); state 'error' until `appealwatch reprocess`",
+                          pid, failures, failed[pid])
+                self._failing.discard(pid)
+                self._release([pid])
+            else:
+                self.stats.retries += 1
+                self._retry_later(pid, self.healing.delay(failures, self._rng))
+
+    async def _recovered(self, post_ids: list[int]) -> None:
+        if not post_ids:
+            return
+        try:
+            await self.storage.clear_failures(post_ids)
+            self._failing.difference_update(post_ids)
+        except Exception:
+            log.exception("could not clear the failures of %d classified posts", len(post_ids))
+
+    def _retry_later(self, post_id: int, delay: float) -> None:
+        """Put a held post back in the queue after ``delay`` seconds (it keeps its hold meanwhile)."""
+        def requeue() -> None:
+            self._timers.discard(timer)
+            self._queue.put_nowait(post_id)
+
+        timer = asyncio.get_running_loop().call_later(delay, requeue)
+        self._timers.add(timer)
 
     async def _dispatch_loop(self) -> None:
         while True:
-            ids, count = await self._dispatch_queue.get()
+            ids = await self._dispatch_queue.get()
             try:
-                if ids:
-                    await self._dispatch(ids)
+                await self._dispatch(ids)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # State stays 'classified': resume() dispatches these posts again after a restart.
+                # State stays 'classified': the healing sweep (or the next start) dispatches them again.
                 log.exception("alert fan-out for %d posts failed", len(ids))
             finally:
-                self._inflight -= count
-                if self._inflight <= 0 and self._queue.empty() and self._dispatch_queue.empty():
-                    self._inflight = 0
-                    self._idle.set()
+                self._release(ids)
 
     async def _process(self, post_ids: list[int]) -> list[int]:
         texts = await self.storage.post_texts(list(dict.fromkeys(post_ids)))
@@ -277,6 +452,8 @@ class Pipeline:
         await self.storage.assign_story(post_id, best[1] if best else None)
 
     async def _dispatch(self, post_ids: list[int]) -> None:
+        if self.hand_off:
+            return  # they stay 'classified': the running bot (or its next start) fans them out
         if self.alerts is not None:
             await self.alerts.dispatch(post_ids)
         await self.storage.set_state(post_ids, "done")

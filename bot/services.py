@@ -9,9 +9,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bot.access import PerUserInterval, SeenOnce
 from bot.alerts import AlertDispatcher
 from bot.config import Config
 from bot.pipeline import Pipeline, Scorer
+from bot.recovery import DowntimeReport
 from bot.search import VectorIndex
 from bot.sources.webpreview import WebPreviewSource
 from bot.storage import SearchQuery, Storage
@@ -32,8 +34,12 @@ class Services:
     classifier: Model
     vectors: VectorIndex | None = None
     web_source: WebPreviewSource | None = None
-    search_sessions: dict[str, SearchQuery] = field(default_factory=dict)  # /search pages, by button token
+    # /search pages, by button token: the chat that ran the search, and the query
+    search_sessions: dict[str, tuple[int, SearchQuery]] = field(default_factory=dict)
+    exports: PerUserInterval = field(default_factory=PerUserInterval)  # /export's per-user rate limit
+    refused: SeenOnce = field(default_factory=SeenOnce)  # strangers a private instance has refused once
     background: list[asyncio.Task[Any]] = field(default_factory=list)
+    downtime: DowntimeReport | None = None  # the one summary owed to the admins after downtime
 
     def embed_query(self, text: str) -> np.ndarray:
         """One search query's embedding (runs on a worker thread)."""

@@ -15,15 +15,23 @@ from telegram.ext import (
     filters,
 )
 
-from bot.callbacks import DigestOriginals, Feedback, Mute, SearchPage, SettingsChoice, SubscriptionChoice
-from handlers import basic, channels, digests, feedback, menu, posts, search, subscriptions
+from bot.callbacks import (
+    ChannelApproval,
+    DigestOriginals,
+    Feedback,
+    Mute,
+    SearchPage,
+    SettingsChoice,
+    SubscriptionChoice,
+)
+from handlers import approval, basic, channels, digests, feedback, menu, posts, search, subscriptions
 from handlers.common import access_gate
 
 PRIVATE_OR_GROUP = filters.ChatType.PRIVATE | filters.ChatType.GROUPS
 
 
 def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
-    # Group -1 runs first for every update: the access gate (allowed_users) may stop it here.
+    # Group -1 runs first for every update: the access gate (allowed_users, whose chat a button is in) may stop it here.
     app.add_handler(TypeHandler(Update, access_gate), group=-1)
 
     # Channel posts and edits (CommandHandler ignores channel posts, so order is not critical).
@@ -41,6 +49,8 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     app.add_handler(CallbackQueryHandler(subscriptions.subscription_button, pattern=SubscriptionChoice.PATTERN))
     app.add_handler(CallbackQueryHandler(subscriptions.settings_button, pattern=SettingsChoice.PATTERN))
     app.add_handler(CallbackQueryHandler(digests.forward_originals, pattern=DigestOriginals.PATTERN))
+    app.add_handler(CallbackQueryHandler(approval.approval_button, pattern=ChannelApproval.PATTERN))
+    app.add_handler(CallbackQueryHandler(basic.unknown_button))  # any other data: answered, never left spinning
 
     # Forwarded channel posts: classify and answer. Then anything else.
     app.add_handler(MessageHandler(filters.FORWARDED & filters.ChatType.PRIVATE, posts.forwarded))

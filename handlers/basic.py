@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import html
 import logging
 
 from telegram import Update
 
+from bot.messages import html_text
 from bot.shell.context import BotContext
 from handlers.common import reply
 
@@ -14,8 +14,14 @@ log = logging.getLogger(__name__)
 
 async def unknown_command(update: Update, context: BotContext) -> None:
     text = update.effective_message.text if update.effective_message else ""
-    cmd = html.escape((text or "").split()[0][:40]) if text else "that"
+    cmd = html_text((text or "").split()[0][:40]) if text else "that"
     await reply(update, f"I don't know {cmd}. /help lists what I can do.")
+
+
+async def unknown_button(update: Update, context: BotContext) -> None:
+    """Callback data no handler claims (an old keyboard, or data that was never ours)."""
+    if update.callback_query is not None:
+        await update.callback_query.answer("This button has expired.", show_alert=True)
 
 
 async def plain_text(update: Update, context: BotContext) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 from datetime import UTC, datetime
 
@@ -13,9 +12,10 @@ from bot.arguments import UsageError
 from bot.callbacks import DigestOriginals
 from bot.channels import chat_reference
 from bot.digest import send_digest
+from bot.messages import html_text
 from bot.shell.adapter import TelegramSender
 from bot.shell.context import BotContext
-from handlers.common import command_args, is_admin, reply
+from handlers.common import command_args, is_admin, reply, reply_error
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ async def digest(update: Update, context: BotContext) -> None:
     try:
         await send_digest(TelegramSender(context.bot), context.storage, chat.id, arg, top=context.config.digest.top)
     except UsageError as exc:
-        await reply(update, html.escape(str(exc)))
+        await reply_error(update, exc)
 
 
 async def publish(update: Update, context: BotContext) -> None:
@@ -43,20 +43,26 @@ async def publish(update: Update, context: BotContext) -> None:
         await send_digest(TelegramSender(context.bot), context.storage, chat_reference(target),
                           args[1] if len(args) > 1 else None, top=context.config.digest.top)
     except UsageError as exc:
-        await reply(update, html.escape(str(exc)))
+        await reply_error(update, exc)
         return
     except TelegramError as exc:
-        await reply(update, f"Could not publish to {html.escape(str(target))}: {html.escape(str(exc))}. "
+        await reply(update, f"Could not publish to {html_text(str(target)[:80])}: {html_text(str(exc)[:300])}. "
                             "Is the bot an admin there?")
         return
-    await reply(update, f"📣 Digest published to {html.escape(str(target))}.")
+    await reply(update, f"📣 Digest published to {html_text(str(target)[:80])}.")
 
 
 async def forward_originals(update: Update, context: BotContext) -> None:
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
     button = DigestOriginals.decode(query.data)
-    since, until = datetime.fromtimestamp(button.since, UTC), datetime.fromtimestamp(button.until, UTC)
+    try:
+        since, until = datetime.fromtimestamp(button.since, UTC), datetime.fromtimestamp(button.until, UTC)
+    except (OverflowError, OSError, ValueError):
+        since = until = datetime.fromtimestamp(0, UTC)
+    if since >= until:  # not a period a digest of ours covered
+        await query.answer("This button has expired.", show_alert=True)
+        return
     posts = await context.storage.top_appeals(since, until, context.config.digest.top)
     await query.answer("Forwarding…")
     links = []
@@ -67,7 +73,7 @@ async def forward_originals(update: Update, context: BotContext) -> None:
                 continue
             except TelegramError as exc:
                 log.info("cannot forward %s: %s", p.permalink, exc)
-        links.append(f'<a href="{html.escape(p.permalink)}">{html.escape(p.permalink)}</a>')
+        links.append(f'<a href="{html_text(p.permalink)}">{html_text(p.permalink)}</a>')
     if links:
         await context.bot.send_message(update.effective_chat.id,
                                        "These can't be forwarded (the bot isn't in those channels):\n" + "\n".join(links))

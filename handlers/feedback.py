@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import html
+import re
 
 from telegram import Update
 
 from bot.arguments import UsageError, parse_label
 from bot.callbacks import Feedback, Mute
 from bot.channels import channel_link, parse_post_link
+from bot.messages import html_text
 from bot.shell.context import BotContext
-from handlers.common import command_args, is_admin, reply
+from handlers.common import NOT_YOURS, command_args, is_admin, refused_unless_manager, reply, reply_error
 
 
 async def feedback_button(update: Update, context: BotContext) -> None:
@@ -21,9 +22,13 @@ async def feedback_button(update: Update, context: BotContext) -> None:
     if await context.storage.get_post(post_id) is None:
         await query.answer("That post is no longer stored.", show_alert=True)
         return
+    if not await context.storage.was_alerted(update.effective_chat.id, post_id):
+        await query.answer(NOT_YOURS, show_alert=True)  # no alert about this post was sent here
+        return
     user = update.effective_user
     await context.storage.add_feedback(update.effective_chat.id, user.id if user else None, post_id,
-                                       "correct" if verdict == "ok" else "not_appeal")
+                                       "correct" if verdict == "ok" else "not_appeal",
+                                       by_admin=is_admin(update, context))
     await query.answer("Thanks — noted for the next training run." if verdict == "ok"
                        else "Thanks — marked as not an appeal; it will be used to retrain.")
 
@@ -35,11 +40,16 @@ async def mute_button(update: Update, context: BotContext) -> None:
     if post is None:
         await query.answer("Unknown post.", show_alert=True)
         return
+    if not await context.storage.was_alerted(update.effective_chat.id, post.id):
+        await query.answer(NOT_YOURS, show_alert=True)
+        return
+    if await refused_unless_manager(update, context):  # in a group: its admins only
+        return
     await context.storage.mute_channel(update.effective_chat.id, post.channel)
     await query.answer(f"Muted @{post.channel}. /settings unmute @{post.channel} to undo.")
     await context.bot.send_message(update.effective_chat.id,
                                    f"🔕 Muted {channel_link(post.channel)} for this chat. "
-                                   f"<code>/settings unmute @{html.escape(post.channel)}</code> undoes it.")
+                                   f"<code>/settings unmute @{html_text(post.channel)}</code> undoes it.")
 
 
 async def relabel(update: Update, context: BotContext) -> None:
@@ -53,20 +63,21 @@ async def relabel(update: Update, context: BotContext) -> None:
         return
     ref, labels_arg = args
     post = None
-    if ref.isdigit():
+    if re.fullmatch(r"[0-9]{1,18}", ref):
         post = await context.storage.get_post(int(ref))
     elif (link := parse_post_link(ref)) is not None:
         post = await context.storage.find_post(*link)
     if post is None:
-        await reply(update, f"No stored post {html.escape(ref)}.")
+        await reply(update, f"No stored post {html_text(ref[:80])}.")
         return
     try:
         labels = [] if labels_arg.lower() in ("none", "-") else [parse_label(x) for x in labels_arg.split(",") if x]
     except UsageError as exc:
-        await reply(update, html.escape(str(exc)))
+        await reply_error(update, exc)
         return
     chat = update.effective_chat
     user = update.effective_user
+    # an admin's verdict: it wins over users' ✅/❌ on the same post, earlier or later (storage.feedback_rows)
     await context.storage.add_feedback(chat.id if chat else 0, user.id if user else None, post.id,
-                                       "relabel" if labels else "not_appeal", labels)
+                                       "relabel" if labels else "not_appeal", labels, by_admin=True)
     await reply(update, f"Recorded: post #{post.id} → {', '.join(labels) or 'not an appeal'}.")

@@ -53,7 +53,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("digest", digests.digest, "summary of a period", "/digest · /digest 7d · /digest 2026-03-01..2026-03-31"),
     Command("similar", search.similar, "appeals like a given post, in any language", "/similar https://t.me/channel/123"),
     Command("trend", research.trend, "chart of appeals per day", "/trend · /trend surrender 90d"),
-    Command("export", research.export, "CSV and JSON of posts (same filters as /search)",
+    Command("export", research.export, "CSV and JSON of posts, same filters as /search (admins)",
             "/export label:pow since:2026-01-01"),
     Command("channels", channels.channels, "watched channels and their health", "/channels"),
     Command("status", channels.status, "bot and source health", "/status"),

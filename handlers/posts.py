@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import html
-
 from telegram import Update
 
 from bot.channels import channel_link
+from bot.messages import html_text
 from bot.shell.adapter import post_from_channel_message, post_from_forward
 from bot.shell.context import BotContext
 from handlers.common import reply
@@ -41,9 +40,9 @@ async def forwarded(update: Update, context: BotContext) -> None:
     where = f"{channel_link(stored.channel)} · stored as post #{pid}"
     lang = LANG_NAMES.get(stored.lang or "other", "?")
     if stored.appeal:
-        because = " · ".join(f"«{html.escape(r)}»" for r in stored.reasons[:3])
+        because = " · ".join(f"«{html_text(r)}»" for r in stored.reasons[:3])
         to = ADDRESSEE_NAMES.get(stored.addressee or "", stored.addressee or "?")
-        await reply(update, f"🚨 <b>appeal: {html.escape(labels_text(stored.labels))}</b> · {stored.score:.2f}\n"
-                            f"to {html.escape(to)} · {lang}\n<i>because</i> {because}\n{where}")
+        await reply(update, f"🚨 <b>appeal: {html_text(labels_text(stored.labels))}</b> · {stored.score:.2f}\n"
+                            f"to {html_text(to)} · {lang}\n<i>because</i> {because}\n{where}")
     else:
         await reply(update, f"Not an appeal · {(stored.score or 0):.2f} · {lang}\n{where}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import html
+import re
 import secrets
 
 from telegram import Update
@@ -11,33 +11,55 @@ from bot.arguments import UsageError, parse_search
 from bot.callbacks import SearchPage
 from bot.channels import channel_link, parse_post_link
 from bot.domain import StoredPost
-from bot.messages import Button, Rendered
+from bot.messages import Button, Rendered, html_text
 from bot.search import HybridResult, hybrid_search, similar_posts
 from bot.shell.adapter import keyboard
 from bot.shell.context import BotContext
 from bot.storage import SearchQuery
-from handlers.common import command_args, edit_message, reply
+from handlers.common import command_args, edit_message, reply, reply_error
 from models.taxonomy import LANG_NAMES, labels_text
 
 PAGE_SIZE = 5
 MAX_SESSIONS = 2000
 
 
+MAX_PAGE = 1000  # the search window (5,000 newest matches) holds at most this many pages
+
+
 def highlight(snippet: str) -> str:
-    """FTS5 marks matches with \\x02…\\x03; escape everything else, then bold the matches."""
-    return html.escape(snippet).replace("\x02", "<b>").replace("\x03", "</b>")
+    """FTS5 marks matches with \\x02…\\x03: bold those, everything else through ``html_text``.
+
+    A post may hold raw \\x02/\\x03 itself, so the marks are paired up as they come: a stray
+    opening or closing mark is dropped, an unclosed one is closed; the HTML is always valid.
+    """
+    out: list[str] = []
+    bold = False
+    for part in re.split("([\x02\x03])", snippet):
+        if part == "\x02":
+            if not bold:
+                out.append("<b>")
+                bold = True
+        elif part == "\x03":
+            if bold:
+                out.append("</b>")
+                bold = False
+        else:
+            out.append(html_text(part))
+    if bold:
+        out.append("</b>")
+    return "".join(out).replace("<b></b>", "")
 
 
 def render_result(i: int, p: StoredPost) -> str:
-    snippet = highlight(p.snippet) if p.snippet else html.escape(p.text[:200])
+    snippet = highlight(p.snippet) if p.snippet else html_text(p.text[:200])
     tags = []
     if p.appeal:
-        tags.append(f"🚨 {html.escape(labels_text(p.labels))} {(p.score or 0):.2f}")
+        tags.append(f"🚨 {html_text(labels_text(p.labels))} {(p.score or 0):.2f}")
     tags.append(LANG_NAMES.get(p.lang or "other", "?"))
     if p.repost_count:
         tags.append(f"🔁 {p.repost_count} repost{'s' if p.repost_count != 1 else ''}")
     return (f"{i}. {channel_link(p.channel)} · {p.date.strftime('%Y-%m-%d')} · {' · '.join(tags)}\n"
-            f"{snippet}\n🔗 <a href=\"{html.escape(p.permalink)}\">open</a>")
+            f"{snippet}\n🔗 <a href=\"{html_text(p.permalink)}\">open</a>")
 
 
 def render_page(q: SearchQuery, posts: list[StoredPost], total: int, page: int, token: str,
@@ -47,7 +69,7 @@ def render_page(q: SearchQuery, posts: list[StoredPost], total: int, page: int, 
     pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
     shown = f"{total:,}+" if capped else f"{total:,}"
     note = " (the newest, ranked; add words or filters to narrow)" if capped else ""
-    head = f"🔍 <b>{shown}</b> result{'s' if total != 1 else ''} for <i>{html.escape(q.words or 'filters')}</i>{note}"
+    head = f"🔍 <b>{shown}</b> result{'s' if total != 1 else ''} for <i>{html_text(q.words or 'filters')}</i>{note}"
     body = "\n\n".join(render_result(page * PAGE_SIZE + i + 1, p) for i, p in enumerate(posts))
     nav: list[Button] = []
     if page > 0:
@@ -74,13 +96,14 @@ async def search(update: Update, context: BotContext) -> None:
     try:
         q = parse_search(raw)
     except UsageError as exc:
-        await reply(update, html.escape(str(exc)))
+        await reply_error(update, exc)
         return
     sessions = context.services.search_sessions
     if len(sessions) >= MAX_SESSIONS:
         sessions.pop(next(iter(sessions)))
     token = secrets.token_urlsafe(6)
-    sessions[token] = q
+    chat = update.effective_chat
+    sessions[token] = (chat.id if chat else 0, q)  # its page buttons work in this chat only
     result = await _run(context, q, 0)
     page = render_page(q, result.posts, result.total, 0, token, result.capped)
     await reply(update, page.html, page)
@@ -91,11 +114,13 @@ async def search_page(update: Update, context: BotContext) -> None:
     assert query is not None
     button = SearchPage.decode(query.data)
     token, page_s = button.token, button.page
-    q = context.services.search_sessions.get(token)
-    if q is None:
+    session = context.services.search_sessions.get(token)
+    chat = update.effective_chat
+    if session is None or chat is None or session[0] != chat.id:
         await query.answer("This search has expired — run /search again.", show_alert=True)
         return
-    page = max(0, int(page_s))
+    q = session[1]
+    page = min(max(0, int(page_s)), MAX_PAGE)
     result = await _run(context, q, page)
     rendered = render_page(q, result.posts, result.total, page, token, result.capped)
     await query.answer()
@@ -106,7 +131,7 @@ async def similar(update: Update, context: BotContext) -> None:
     """/similar <post id or t.me link> — appeals like a given one, in any language."""
     ref = command_args(update).strip()
     post = None
-    if ref.isdigit():
+    if re.fullmatch(r"[0-9]{1,18}", ref):
         post = await context.storage.get_post(int(ref))
     elif (link := parse_post_link(ref)) is not None:
         post = await context.storage.find_post(*link)
@@ -114,7 +139,7 @@ async def similar(update: Update, context: BotContext) -> None:
         await reply(update, "Usage: /similar https://t.me/channel/123 (or a post number from /search)")
         return
     if post is None:
-        await reply(update, f"I have no stored post {html.escape(ref)}.")
+        await reply(update, f"I have no stored post {html_text(ref[:80])}.")
         return
     vectors = context.services.vectors
     hits = (await similar_posts(context.storage, vectors, post.id, embed=context.services.embed_query)

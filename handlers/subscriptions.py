@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -12,11 +11,11 @@ from bot.arguments import UsageError, parse_filters
 from bot.callbacks import SettingsChoice, SubscriptionChoice
 from bot.channels import normalise_channel
 from bot.domain import Filters
-from bot.messages import Button, Rendered
+from bot.messages import Button, Rendered, html_text
 from bot.shell.adapter import keyboard
 from bot.shell.context import BotContext
 from bot.storage import ChatSettings
-from handlers.common import command_args, edit_message, reply
+from handlers.common import command_args, edit_message, refused_unless_manager, reply, reply_error
 from models.taxonomy import LABELS, LANG_NAMES, labels_text
 
 LANG_CHOICES = ("ru", "uk", "en")
@@ -28,7 +27,7 @@ def describe_filters(f: Filters, default_min: float) -> str:
     langs = ", ".join(LANG_NAMES[x] for x in f.languages) if f.languages else "all languages"
     chans = ", ".join("@" + c for c in f.channels) if f.channels else "all channels"
     score = f.min_score if f.min_score is not None else default_min
-    return f"{html.escape(labels)} · {langs} · {html.escape(chans)} · score ≥ {score:.2f}"
+    return f"{html_text(labels)} · {langs} · {html_text(chans)} · score ≥ {score:.2f}"
 
 
 def filters_keyboard(f: Filters) -> Rendered:
@@ -53,12 +52,14 @@ def _chat_ids(update: Update) -> tuple[int, str, str | None]:
 
 
 async def subscribe(update: Update, context: BotContext) -> None:
+    if await refused_unless_manager(update, context):
+        return
     chat_id, type_, title = _chat_ids(update)
     args = command_args(update).split()
     try:
         filters = parse_filters(args)
     except UsageError as exc:
-        await reply(update, html.escape(str(exc)))
+        await reply_error(update, exc)
         return
     await context.storage.ensure_chat(chat_id, type_=type_, title=title,
                                       forward_original=context.config.alerts.forward_original)
@@ -73,6 +74,8 @@ async def subscribe(update: Update, context: BotContext) -> None:
 
 
 async def unsubscribe(update: Update, context: BotContext) -> None:
+    if await refused_unless_manager(update, context):
+        return
     chat_id, _, _ = _chat_ids(update)
     removed = await context.storage.unsubscribe(chat_id)
     await reply(update, "🔕 Unsubscribed. /subscribe to start again." if removed else "This chat wasn't subscribed.")
@@ -81,6 +84,8 @@ async def unsubscribe(update: Update, context: BotContext) -> None:
 async def subscription_button(update: Update, context: BotContext) -> None:
     query = update.callback_query
     assert query is not None
+    if await refused_unless_manager(update, context):
+        return
     chat_id, _, _ = _chat_ids(update)
     settings = await context.storage.chat_settings(chat_id)
     if settings is None or settings.filters is None:
@@ -99,7 +104,7 @@ async def subscription_button(update: Update, context: BotContext) -> None:
     elif kind == "g" and value in LANG_CHOICES:
         langs = tuple(x for x in f.languages if x != value) if value in f.languages else (*f.languages, value)
         f = Filters(f.labels, langs, f.channels, f.min_score)
-    elif kind == "m":
+    elif kind == "m" and value in {str(s) for s in SCORE_CHOICES}:
         score = float(value)
         f = Filters(f.labels, f.languages, f.channels, None if f.min_score == score else score)
     else:
@@ -128,9 +133,9 @@ def settings_text(s: ChatSettings, default_tz: str, default_min: float) -> str:
         f"Alerts: {sub}\n"
         f"Quiet hours: {quiet}\n"
         f"Digest: {digest}\n"
-        f"Time zone: {html.escape(s.timezone or default_tz)}\n"
+        f"Time zone: {html_text(s.timezone or default_tz)}\n"
         f"Forward original posts with alerts: {'on' if s.forward_original else 'off'}\n"
-        f"Muted channels: {html.escape(muted)}\n\n"
+        f"Muted channels: {html_text(muted)}\n\n"
         "Change with buttons, or type e.g. <code>/settings quiet 23:00-07:00</code>, "
         "<code>/settings digest daily 08:00</code>, <code>/settings timezone Europe/Kyiv</code>, "
         "<code>/settings forward on</code>, <code>/settings unmute @channel</code>."
@@ -169,7 +174,7 @@ async def _apply_setting(context: BotContext, chat_id: int, key: str, value: str
             return "Digest is off, daily or weekly, optionally with a time: /settings digest daily 08:00"
         at = parts[1] if len(parts) > 1 else None
         if at and not _HHMM.match(at):
-            return f"“{html.escape(at)}” is not a time like 08:00."
+            return f"“{html_text(at)}” is not a time like 08:00."
         fields: dict[str, object] = {"digest_mode": mode}
         if at:
             fields["digest_time"] = at.zfill(5)
@@ -184,7 +189,7 @@ async def _apply_setting(context: BotContext, chat_id: int, key: str, value: str
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a folder of the tz database
-            return f"Unknown time zone “{html.escape(value)}”. Examples: Europe/Kyiv, Europe/Berlin, UTC."
+            return f"Unknown time zone “{html_text(value)}”. Examples: Europe/Kyiv, Europe/Berlin, UTC."
         await storage.update_chat(chat_id, timezone=value)
         return None
     if key in ("forward", "f"):
@@ -201,9 +206,9 @@ async def _apply_setting(context: BotContext, chat_id: int, key: str, value: str
         try:
             await storage.unmute_channel(chat_id, normalise_channel(value))
         except ValueError:
-            return f"“{html.escape(value)}” is not a channel name."
+            return f"“{html_text(value)}” is not a channel name."
         return None
-    return f"Unknown setting “{html.escape(key)}”. Try quiet, digest, timezone, forward or unmute."
+    return f"Unknown setting “{html_text(key)}”. Try quiet, digest, timezone, forward or unmute."
 
 
 async def settings(update: Update, context: BotContext) -> None:
@@ -212,6 +217,8 @@ async def settings(update: Update, context: BotContext) -> None:
                                       forward_original=context.config.alerts.forward_original)
     args = command_args(update).strip()
     if args:
+        if await refused_unless_manager(update, context):
+            return
         key, _, value = args.partition(" ")
         error = await _apply_setting(context, chat_id, key.lower(), value.strip())
         if error:
@@ -226,6 +233,8 @@ async def settings(update: Update, context: BotContext) -> None:
 async def settings_button(update: Update, context: BotContext) -> None:
     query = update.callback_query
     assert query is not None
+    if await refused_unless_manager(update, context):
+        return
     chat_id, _, _ = _chat_ids(update)
     choice = SettingsChoice.decode(query.data)
     error = await _apply_setting(context, chat_id, choice.key, choice.value)

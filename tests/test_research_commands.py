@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from bot.local_botapi import LocalBotAPI
+from models.classifier import AppealClassifier
 from tests.botkit import Channel, command, post_and_settle, running_bot
 
 USER = 6101
@@ -20,10 +21,11 @@ FAMILY = ("Мамы российских военных! Если ваш сын 
 WEATHER = "Погода в Харькове: +4, мокрый снег, ветер северо-западный."
 
 
-async def test_similar_trend_and_export_commands(tmp_path: Path, classifier) -> None:  # type: ignore[no-untyped-def]
+async def test_similar_trend_and_export_commands(tmp_path: Path, classifier: AppealClassifier) -> None:
     chan = Channel(-1001000000091, "research_chan", "Research")
     other = Channel(-1001000000092, "other_chan", "Other")
-    async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
+    # USER is an admin: /export is for admins ([access] export), and the channels they add are approved
+    async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier, admins=(USER,)) as app:
         chan.add_bot(api, USER)
         other.add_bot(api, USER)
         ru = await post_and_settle(api, app, chan, 1, RU_APPEAL)

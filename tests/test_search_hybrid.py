@@ -25,6 +25,7 @@ from bench.retrieval import (
     LANGS,
     MODES,
     QUERIES_FILE,
+    Figures,
     build_corpus,
     default_cache_path,
     evaluate,
@@ -36,6 +37,8 @@ from bot import search as semantic
 from bot.domain import IncomingPost
 from bot.search import VectorIndex, hybrid_search, rrf, similar_posts
 from bot.storage import SearchQuery, Storage
+from models.classifier import AppealClassifier
+from models.encoder import Encoder
 from models.training.dataset import load_examples
 
 # -- VectorIndex ---------------------------------------------------------------------------------
@@ -68,7 +71,7 @@ def test_vector_index_order_topk_and_exclude() -> None:
     assert v12 is not None and np.allclose(v12, unit(0.8, 0.6), atol=1e-3)
 
 
-def test_vector_index_with_real_embeddings(classifier) -> None:  # type: ignore[no-untyped-def]
+def test_vector_index_with_real_embeddings(classifier: AppealClassifier) -> None:
     texts = {
         1: "Русский солдат, сдавайся — останешься жив. 149.200",
         2: "Кидай автомат — і живи. Решта деталей у боті",
@@ -124,7 +127,10 @@ SMALL_DB = [
 ]
 
 
-async def _small_db(classifier, tmp_path: Path):  # type: ignore[no-untyped-def]
+async def _small_db(
+    classifier: AppealClassifier, tmp_path: Path
+) -> tuple[Storage, VectorIndex, dict[int, str], dict[str, bool]]:
+    """The open storage, its vector index, example id by post id, and whether each example was classified an appeal."""
     examples = {e.id: e for e in load_examples()}
     storage = Storage(tmp_path / "small.db")
     await storage.open()
@@ -141,7 +147,7 @@ async def _small_db(classifier, tmp_path: Path):  # type: ignore[no-untyped-def]
     return storage, index, dict(zip(pids, SMALL_DB, strict=True)), appeal
 
 
-async def test_ukrainian_query_finds_russian_appeal(classifier, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_ukrainian_query_finds_russian_appeal(classifier: AppealClassifier, tmp_path: Path) -> None:
     storage, index, name, appeal = await _small_db(classifier, tmp_path)
     try:
         assert appeal["rua-001"] and appeal["rua-129"] and not appeal["run-029"], appeal
@@ -169,7 +175,7 @@ async def test_ukrainian_query_finds_russian_appeal(classifier, tmp_path: Path) 
         await storage.close()
 
 
-def test_appeals_get_the_base_encoders_search_embedding(classifier, base_encoder) -> None:  # type: ignore[no-untyped-def]
+def test_appeals_get_the_base_encoders_search_embedding(classifier: AppealClassifier, base_encoder: Encoder) -> None:
     """Search embeddings come from the base encoder (the fine-tuned one merges distinct appeals), for appeals only."""
     examples = {e.id: e for e in load_examples()}
     texts = [examples["rua-001"].text, examples["run-029"].text]
@@ -181,7 +187,7 @@ def test_appeals_get_the_base_encoders_search_embedding(classifier, base_encoder
     assert float(scored[0].vector @ classifier.encoder.embed(texts[:1])[0]) < 0.999  # not the tuned one
 
 
-async def test_similar_to_a_post_without_a_stored_embedding(classifier, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_similar_to_a_post_without_a_stored_embedding(classifier: AppealClassifier, tmp_path: Path) -> None:
     """/similar on a news post (no stored embedding: not an appeal) embeds its text and finds the appeal it reports on."""
     storage, index, name, appeal = await _small_db(classifier, tmp_path)
     try:
@@ -214,10 +220,10 @@ def test_query_file_is_well_formed() -> None:
 
 
 @pytest.fixture(scope="module")
-def query_set_figures(classifier):  # type: ignore[no-untyped-def]
+def query_set_figures(classifier: AppealClassifier) -> dict[str, dict[str, Figures]]:
     """Top 10 of every query in every mode over the 900 posts, and the figures (bench/retrieval.py)."""
 
-    async def run():  # type: ignore[no-untyped-def]
+    async def run() -> dict[str, dict[str, Figures]]:
         corpus = await build_corpus(classifier, cache=default_cache_path(classifier))
         try:
             queries = load_queries()
@@ -230,7 +236,7 @@ def query_set_figures(classifier):  # type: ignore[no-untyped-def]
     return asyncio.run(run())
 
 
-def test_hybrid_beats_full_text_on_the_query_set(query_set_figures) -> None:  # type: ignore[no-untyped-def]
+def test_hybrid_beats_full_text_on_the_query_set(query_set_figures: dict[str, dict[str, Figures]]) -> None:
     fts, hybrid = query_set_figures["fts"], query_set_figures["hybrid"]
     table = {m: {g: round(f.recall, 3) for g, f in v.items()} for m, v in query_set_figures.items()}
     # measured (bench/retrieval.py): fts 0.140, vector 0.422, hybrid 0.460 (MIN_SIMILARITY 0.82, RRF_K 60, CANDIDATES 50)
@@ -249,5 +255,5 @@ def test_hybrid_beats_full_text_on_the_query_set(query_set_figures) -> None:  # 
 @pytest.mark.xfail(strict=True, reason="target hybrid recall@10 >= 0.5 not met: measured 0.460 on the 52 queries "
                                        "(fts 0.140, vector 0.422); no MIN_SIMILARITY/RRF_K/CANDIDATES setting reaches 0.5 "
                                        "(best 0.464 with CANDIDATES=100)")
-def test_hybrid_recall_target(query_set_figures) -> None:  # type: ignore[no-untyped-def]
+def test_hybrid_recall_target(query_set_figures: dict[str, dict[str, Figures]]) -> None:
     assert query_set_figures["hybrid"]["all"].recall >= 0.5

@@ -12,6 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from bot.local_botapi import LocalBotAPI
+from models.classifier import AppealClassifier
 from tests.botkit import Channel, alerts_to, command, post_and_settle, rows, running_bot, subscribe
 
 APPEAL = ("Российские военные! Сдавайтесь в плен — вам гарантированы жизнь, еда и медицинская помощь. "
@@ -19,7 +20,9 @@ APPEAL = ("Российские военные! Сдавайтесь в плен
 USER = 5101
 
 
-async def test_a_reposted_appeal_is_one_alert_updated_with_where_else_it_appeared(tmp_path: Path, classifier) -> None:  # type: ignore[no-untyped-def]
+async def test_a_reposted_appeal_is_one_alert_updated_with_where_else_it_appeared(
+    tmp_path: Path, classifier: AppealClassifier
+) -> None:
     first = Channel(-1001000000071, "first_source", "First")
     second = Channel(-1001000000072, "second_source", "Second")
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
@@ -45,7 +48,7 @@ async def test_a_reposted_appeal_is_one_alert_updated_with_where_else_it_appeare
         assert [r[0] for r in statuses] == ["sent", "skipped"]
 
 
-async def test_settings_schedule_a_daily_digest_in_the_chats_time_zone(tmp_path: Path, classifier) -> None:  # type: ignore[no-untyped-def]
+async def test_settings_schedule_a_daily_digest_in_the_chats_time_zone(tmp_path: Path, classifier: AppealClassifier) -> None:
     async with LocalBotAPI() as api, running_bot(tmp_path, api, classifier) as app:
         await command(api, USER, "/settings timezone America/New_York")
         reply = await command(api, USER, "/settings digest daily 09:30")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.cli.common import cli_config as _config
-from bot.cli.model import cmd_classify, cmd_eval, cmd_model_build, cmd_train
+from bot.cli.model import cmd_classify, cmd_eval, cmd_language, cmd_model_build, cmd_train
 from bot.config import ConfigError
 
 log = logging.getLogger("appealwatch")
@@ -58,6 +58,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return asyncio.run(run_export(cfg, args))
 
 
+def _reprocess(args: argparse.Namespace) -> int:
+    from bot.cli.archive import cmd_reprocess
+
+    return cmd_reprocess(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --config and -v work before or after the command (`appealwatch run --config FILE`).
     common = argparse.ArgumentParser(add_help=False)
@@ -92,11 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--finetune", action="store_true",
                    help="also fine-tune the encoder (LoRA adapter; about 16 minutes on 2 cores) before fitting the heads")
     t.add_argument("--with-feedback", action="store_true", help="add users' ✅/❌ and /relabel feedback to training")
-    t.add_argument("--force", action="store_true", help="replace the model even if the test figures drop")
+    t.add_argument("--force", action="store_true", help="replace the model even if the dev figures drop")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate on the fixed split")
-    e.add_argument("--split", choices=("train", "dev", "test"), default="test")
+    e = sub.add_parser("eval", help="report the model on held-out sets (old test split, sealed test, real traffic)")
+    e.add_argument("--split", choices=("report", "dev", "test", "sealed", "real", "train"), default="report",
+                   help="report = old test + sealed test + real-traffic test (read once per release); dev for decisions")
+    e.add_argument("--out", default="eval-report", help="folder for the reliability diagram and unread flagged posts")
     e.add_argument("--heads", help="heads directory to evaluate (default: the one the bot would load)")
     e.set_defaults(func=cmd_eval)
 
@@ -106,10 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("texts", nargs="*", metavar="TEXT")
     c.set_defaults(func=cmd_classify)
 
+    lg = sub.add_parser("language", help="detect the language (ru, uk, en, other) of texts; one JSON object per input")
+    lg.add_argument("--jsonl", metavar="FILE", help='JSONL rows {"id", "text"}; - for standard input')
+    lg.add_argument("texts", nargs="*", metavar="TEXT")
+    lg.set_defaults(func=cmd_language)
+
     i = sub.add_parser("import", help="import Telegram Desktop's JSON export (result.json)")
     i.add_argument("path")
     i.add_argument("--channel", help="@username the export belongs to (for permalinks)")
     i.set_defaults(func=cmd_import)
+
+    r = sub.add_parser("reprocess", help="classify again the posts the bot gave up on (state 'error', see /status)")
+    r.set_defaults(func=_reprocess)
 
     x = sub.add_parser("export", help="export stored posts as CSV or JSON (same filters as /search)")
     x.add_argument("query", nargs="*", help="search words and filters, e.g. амністія lang:uk label:surrender")

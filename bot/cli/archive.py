@@ -1,4 +1,5 @@
-"""``appealwatch import`` and ``appealwatch export``: moving an archive in and out of storage.
+"""``appealwatch import``, ``export`` and ``reprocess``: moving an archive in and out of storage, and
+classifying again the posts the bot gave up on.
 
 Import reads Telegram Desktop's JSON export (parsed by ``bot.sources.desktop_export``) through
 the same pipeline as live posts; imported posts are history, so they raise no alerts, and a
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from bot.arguments import UsageError, parse_search
 from bot.channels import normalise_channel
+from bot.cli.common import cli_config
 from bot.config import Config
 from bot.export import write_csv, write_json
 from bot.pipeline import Pipeline
@@ -88,3 +90,39 @@ async def run_export(cfg: Config, args: argparse.Namespace) -> int:
         await storage.close()
     print(f"exported {n} posts", file=sys.stderr)
     return 0
+
+
+def cmd_reprocess(args: argparse.Namespace) -> int:
+    return asyncio.run(run_reprocess(cli_config(args)))
+
+
+async def run_reprocess(cfg: Config) -> int:
+    """Classify every post in state 'error' once more (the bot may be running).
+
+    They end 'classified', not 'done': the running bot's healing sweep (or its next start)
+    fans them out under the usual rules — too old to alert, stories, claims. Exit status 1
+    while some still fail.
+    """
+    from bot.app import load_classifier
+
+    storage = Storage(cfg.storage.path)
+    await storage.open()
+    try:
+        failed = await storage.failed_posts()
+        if not failed:
+            print("no posts in state 'error'")
+            return 0
+        print(f"{len(failed)} posts in state 'error'; classifying them again…")
+        classifier = await asyncio.get_running_loop().run_in_executor(None, load_classifier, cfg)
+        pipeline = Pipeline(storage, classifier, alerts=None, batch_size=cfg.model.batch_size, hand_off=True)
+        pipeline.start()
+        ids = await pipeline.retry_failed()
+        await pipeline.wait_idle()
+        await pipeline.stop()
+        still = [f for f in await storage.failed_posts() if f.id in set(ids)]
+        print(f"reprocessed {len(ids)} posts: {len(ids) - len(still)} classified, {len(still)} still failing")
+        for post in still:
+            print(f"  #{post.id} @{post.channel}/{post.message_id}: {post.error}")
+        return 1 if still else 0
+    finally:
+        await storage.close()

@@ -12,7 +12,9 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
 
 from bot.cli.common import cli_config as _config
 from bot.config import Config
@@ -65,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from models.encoder import Encoder, default_threads
     from models.encoder_build import build
     from models.paths import ADAPTER_DIR, encoder_location, trained_heads_dir
-    from models.training.dataset import load_examples
+    from models.training.dataset import training_examples
     from models.training.finetune import FinetuneSettings, finetune_adapter
 
     cfg = _config(args)
@@ -74,13 +76,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     location = encoder_location(cfg.model.base, cfg.model.cache_dir)
     threads = cfg.model.threads or default_threads()
     out = Path(args.out) if args.out else trained_heads_dir(cfg.model.cache_dir)
-    examples = load_examples()
-    train = [e for e in examples if e.split in ("train", "dev")]
-    extra: list[Any] = []
+    rows: list[Example] = training_examples(("train",))
+    dev: list[Example] = training_examples(("dev",))
+    extra: list[Example] = []
     if args.with_feedback:
         extra = asyncio.run(feedback_examples(cfg.storage.path))
         print(f"feedback: {len(extra)} labelled examples from {cfg.storage.path}")
-    rows = train + extra
+    rows = rows + extra
     # a new adapter is trained in a scratch folder and moves into `out` only if the model is kept
     scratch = Path(tempfile.mkdtemp(prefix=".train-", dir=out.parent if out.parent.is_dir() else None))
     try:
@@ -91,41 +93,72 @@ def cmd_train(args: argparse.Namespace) -> int:
             current = adapter_dir(model_folder(cfg.model.heads, cfg.model.cache_dir))
             adapter = Path(shutil.copytree(current, scratch / ADAPTER_DIR)) if current is not None else None
         encoder = Encoder.load(location, threads=threads, precision=cfg.model.precision, adapter=adapter)
-        return _fit_and_save(args, cfg, encoder, rows, extra, examples, out, adapter)
+        return _fit_and_save(args, cfg, encoder, rows, dev, extra, out, adapter)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _fit_and_save(args: argparse.Namespace, cfg: Config, encoder: Any, rows: list[Any], extra: list[Any],
-                  examples: list[Any], out: Path, adapter: Path | None) -> int:
+def _fit_and_save(args: argparse.Namespace, cfg: Config, encoder: Any, rows: list[Example], dev: list[Example],
+                  extra: list[Example], out: Path, adapter: Path | None) -> int:
+    """Fit the heads on train, calibrate them and pick thresholds on held-out dev, then keep or refuse the model."""
     import shutil
 
+    from models.classifier import AppealClassifier
     from models.encoder import adapter_digest
     from models.paths import ADAPTER_DIR, embedding_cache
-    from models.training.fit import EmbeddingCache, embed_all, fit_heads
+    from models.training.calibrate import choose_feed_threshold, choose_label_thresholds, choose_threshold, fit_platt
+    from models.training.evaluation import real_test_pool
+    from models.training.fit import (
+        EmbeddingCache,
+        adapter_trained_on,
+        embed_all,
+        evaluate_predictions,
+        expand_negatives,
+        fit_heads,
+        predict_rows,
+    )
 
+    fit_rows = expand_negatives(rows)
     cache = EmbeddingCache.open(embedding_cache(cfg.model.cache_dir), encoder.identity)
-    x = embed_all(encoder, [e.text for e in rows], cache)
-    heads = fit_heads(x, rows, encoder_id=cfg.model.base, seed=args.seed)
-    from models.classifier import AppealClassifier
-    from models.training.fit import evaluate_predictions, predict_rows
-
-    test = [e for e in examples if e.split == "test"]
+    x = embed_all(encoder, [e.text for e in fit_rows], cache)
+    heads = fit_heads(x, fit_rows, encoder_id=cfg.model.base, seed=args.seed)
     clf = AppealClassifier(encoder, heads)
-    metrics = evaluate_predictions(test, predict_rows(clf, [e.text for e in test]))
-    heads.meta.metrics.update({"test": metrics, "train_examples": len(rows), "feedback_examples": len(extra),
+
+    seen = adapter_trained_on(adapter)
+    held = [e for e in dev if e.id not in seen]  # the adapter's scores on its own training posts are too sure
+    print(f"calibrating on {len(held)} dev posts the encoder never saw ({sum(e.appeal for e in held)} appeals)")
+    scored = clf.scored([e.text for e in held])
+    y = np.array([e.appeal for e in held])
+    a, b = fit_platt(np.array([s.logit for s in scored]), y)
+    heads.calibrate(a, b)
+    clf = AppealClassifier(encoder, heads)
+    scored = clf.scored([e.text for e in held])
+    probs = np.array([s.classification.score for s in scored])
+    feed = real_test_pool(split="dev")  # every real dev post: nearly all are not appeals
+    feed_probs = np.array([s.classification.score for t in _chunks([t for _, t in feed]) for s in clf.scored(t)])
+    chosen = choose_feed_threshold(probs, y, feed_probs) if len(feed_probs) else None
+    heads.meta.threshold = chosen if chosen is not None else choose_threshold(probs, y)
+    heads.meta.metrics["threshold_rule"] = (
+        f"lowest with ≤ 4 false alarms per 1,000 of {len(feed_probs)} real dev posts and precision ≥ 0.85 on held-out dev"
+        if chosen is not None else "F1-best on held-out dev (no real corpora found)")
+    gold_appeals = [(s, e) for s, e in zip(scored, held, strict=True) if e.appeal]
+    heads.meta.label_thresholds = choose_label_thresholds([s.classification.label_scores for s, _ in gold_appeals],
+                                                          [e.labels for _, e in gold_appeals])
+    clf = AppealClassifier(encoder, heads)
+    metrics = evaluate_predictions(held, predict_rows(clf, [e.text for e in held]))
+    heads.meta.metrics.update({"dev": metrics, "train_examples": len(rows), "fit_rows": len(fit_rows),
+                               "calibration_examples": len(held), "feedback_examples": len(extra),
                                "adapter": adapter_digest(adapter) if adapter else None, "precision": encoder.precision})
     if args.with_feedback and not args.force:
         from models.heads import Heads, packaged_heads_dir
 
         current_dir = out if (out / "heads.npz").is_file() else packaged_heads_dir()
-        current = Heads.load(current_dir)
-        before = current.meta.metrics.get("test")
+        before = Heads.load(current_dir).meta.metrics.get("dev")
         if isinstance(before, dict):
             drops = [k for k in ("appeal_f1", "label_macro_f1")
-                     if float(metrics[k]) < float(before[k]) - 0.005]  # type: ignore[arg-type]
+                     if float(cast(float, metrics[k])) < float(before[k]) - 0.005]
             if drops:
-                print(f"refused: the test figures would drop ({', '.join(f'{k} {before[k]} → {metrics[k]}' for k in drops)});"
+                print(f"refused: the dev figures would drop ({', '.join(f'{k} {before[k]} → {metrics[k]}' for k in drops)});"
                       " the current model stays. Use --force to replace it anyway.")
                 return 3
     heads.save(out)
@@ -133,19 +166,23 @@ def _fit_and_save(args: argparse.Namespace, cfg: Config, encoder: Any, rows: lis
         shutil.rmtree(out / ADAPTER_DIR)
     if adapter is not None:  # the heads and the encoder adapter they were fit on stay together
         shutil.copytree(adapter, out / ADAPTER_DIR)
-    print(json.dumps({"saved": str(out), "threshold": heads.meta.threshold, "test": metrics}, ensure_ascii=False, indent=2))
+    print(json.dumps({"saved": str(out), "threshold": heads.meta.threshold, "calibration": heads.meta.calibration,
+                      "dev": metrics}, ensure_ascii=False, indent=2))
     return 0
 
 
+def _chunks(texts: list[str], size: int = 32) -> list[list[str]]:
+    return [texts[i : i + size] for i in range(0, len(texts), size)]
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from models.training.dataset import load_examples
-    from models.training.fit import evaluate_predictions, predict_rows
+    """Report the model on held-out sets: a test set is read once per release, to report."""
+    from models.training.evaluation import evaluate_sets
 
     cfg = _config(args)
     clf = _classifier(cfg, args.heads)
-    examples = [e for e in load_examples() if e.split == args.split]
-    metrics = evaluate_predictions(examples, predict_rows(clf, [e.text for e in examples]))
-    print(json.dumps({"split": args.split, "threshold": clf.threshold, **metrics}, ensure_ascii=False, indent=2))
+    report = evaluate_sets(clf, args.split, out_dir=Path(args.out))
+    print(json.dumps({"threshold": clf.threshold, **report}, ensure_ascii=False, indent=2))
     return 0
 
 
@@ -212,6 +249,24 @@ def cmd_classify(args: argparse.Namespace) -> int:
         if len(batch) >= 64:
             flush()
     flush()
+    return 0
+
+
+def cmd_language(args: argparse.Namespace) -> int:
+    """``appealwatch language``: ``{"id", "lang", "confidence"}`` per input; no model is loaded."""
+    if not args.jsonl and not args.texts:
+        print("error: give TEXT arguments or --jsonl FILE (- for standard input)", file=sys.stderr)
+        return 2
+    from models.language import detect_language
+
+    for ident, text, err in _classify_inputs(args):
+        if err is not None:
+            out: dict[str, Any] = {"id": ident, "error": err}
+        else:
+            lang, confidence = detect_language(text)
+            out = {"id": ident, "lang": lang, "confidence": confidence}
+        sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
     return 0
 
 

@@ -125,6 +125,9 @@ class Fault:
     """An error the server answers instead of running a method.
 
     ``remaining`` counts down per faulted call; ``None`` means forever (a blocked user).
+    ``share`` is the chance that a matching call is faulted (1.0: every one; drawn from the
+    server's seeded random generator, so a run is repeatable). ``stall`` holds the answer that
+    many seconds first: a client whose read timeout is shorter sees a timeout.
     """
 
     method: str
@@ -133,6 +136,8 @@ class Fault:
     remaining: int | None = 1
     retry_after: int | None = None
     chat_id: int | str | None = None
+    share: float = 1.0
+    stall: float = 0.0
 
     def matches(self, method: str, chat_id: int | str | None) -> bool:
         """Whether this fault applies to a call of ``method`` aimed at ``chat_id``."""

@@ -13,6 +13,7 @@ import copy
 import json
 import logging
 import mimetypes
+import random
 import re
 import socket
 import time
@@ -145,6 +146,7 @@ class LocalBotAPI:
         require_admin_for_channel_posts: when true, posts injected into a channel where the
             bot is known not to be an administrator are not delivered, as on Telegram.
         clock: the time source for message dates (a test may pin it).
+        seed: seeds the random generator that decides which calls a partial fault hits.
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class LocalBotAPI:
         on_call: CallHook | None = None,
         require_admin_for_channel_posts: bool = False,
         clock: Callable[[], float] = time.time,
+        seed: int = 0,
     ) -> None:
         self.bot_username = bot_username
         self.bot_id = bot_id
@@ -169,6 +172,7 @@ class LocalBotAPI:
         self.on_call = on_call
         self.require_admin_for_channel_posts = require_admin_for_channel_posts
         self.clock = clock
+        self._rng = random.Random(seed)
 
         #: Every request, in the order they were answered.
         self.calls: list[Call] = []
@@ -394,16 +398,24 @@ class LocalBotAPI:
         times: int | None = 1,
         retry_after: int | None = None,
         chat_id: int | str | None = None,
+        share: float = 1.0,
+        stall: float = 0.0,
     ) -> Fault:
         """Answer the next ``times`` calls of ``method`` (``"*"``: any; ``times=None``:
         forever), optionally only those aimed at ``chat_id``, with this error.
 
-        An ``@username`` chat_id is resolved now, so register the chat first. Faulted calls
-        are recorded with ``error_code`` set and never count as delivered.
+        With ``share`` below 1 only that share of the matching calls is faulted (chosen by the
+        seeded generator): ``fail("sendMessage", 502, "Bad Gateway", times=None, share=0.2)``
+        is a flaky gateway. ``stall`` holds the answer first, so a client with a shorter read
+        timeout times out (the error then reaches nobody). An ``@username`` chat_id is resolved
+        now, so register the chat first. Faulted calls are recorded with ``error_code`` set and
+        never count as delivered.
         """
         if times is not None and times < 1:
             raise ValueError("times must be at least 1, or None for forever")
-        fault = Fault(method, error_code, description, times, retry_after, self._peek_chat_id(chat_id))
+        if not 0.0 < share <= 1.0:
+            raise ValueError("share must be in (0, 1]")
+        fault = Fault(method, error_code, description, times, retry_after, self._peek_chat_id(chat_id), share, stall)
         self.faults.append(fault)
         return fault
 
@@ -429,6 +441,8 @@ class LocalBotAPI:
     def _take_fault(self, method: str, chat_id: int | str | None) -> Fault | None:
         for fault in self.faults:
             if fault.matches(method, chat_id):
+                if fault.share < 1.0 and self._rng.random() >= fault.share:
+                    continue  # this call is spared
                 if fault.remaining is not None:
                     fault.remaining -= 1
                     if fault.remaining <= 0:
@@ -963,6 +977,9 @@ class LocalBotAPI:
                 await asyncio.wait_for(self._stop_event.wait(), delay)
         fault = self._take_fault(method, target)
         if fault is not None:
+            if fault.stall > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_event.wait(), fault.stall)
             return await self._answer(call, ApiError(fault.error_code, fault.description, fault.retry_after))
         handler = self._handlers.get(method)
         try:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+import warnings
+from datetime import UTC, datetime, timedelta
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Message, MessageOriginChannel
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.warnings import PTBDeprecationWarning
 
 from bot.alerts import SendOutcome
 from bot.channels import channel_key
@@ -71,27 +73,52 @@ def post_from_forward(message: Message) -> IncomingPost | None:
     )
 
 
+def send_outcome(exc: TelegramError, *, forwarded: bool = False) -> SendOutcome:
+    """Sort a send error: 'blocked' (403: blocked, kicked, deactivated), 'retry' for what passes
+    (network errors, timeouts, Telegram's 5xx, a 429 the rate limiter gave up on), and 'failed'
+    for the rest — a 400 (chat not found, a group that moved) will be refused again."""
+    error = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, Forbidden):
+        return SendOutcome("blocked", error=str(exc))
+    if isinstance(exc, RetryAfter):
+        with warnings.catch_warnings():  # int today, timedelta in PTB 23: both are read below
+            warnings.simplefilter("ignore", PTBDeprecationWarning)
+            wait = exc.retry_after
+        seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+        return SendOutcome("retry", error=error, retry_after=seconds, forwarded=forwarded)
+    if isinstance(exc, NetworkError) and not isinstance(exc, BadRequest):  # TimedOut is a NetworkError
+        return SendOutcome("retry", error=error, forwarded=forwarded)
+    return SendOutcome("failed", error=error)
+
+
 class TelegramSender:
-    """``AlertSender`` over PTB; retries of 429s are the rate limiter's job (AIORateLimiter)."""
+    """``AlertSender`` over PTB. 429s are first retried by the rate limiter (AIORateLimiter,
+    ``[telegram] send_retries``); what still fails is sorted by :func:`send_outcome` and the
+    dispatcher retries the transient part with backoff."""
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
 
     async def send(self, chat_id: int, message: Rendered) -> SendOutcome:
+        forwarded = False
         try:
             if message.forward_from is not None:
-                src_chat, src_msg = message.forward_from
-                try:
-                    await self.bot.forward_message(chat_id, src_chat, src_msg)
-                except BadRequest as exc:  # the bot can't see the original: the alert alone still goes
-                    log.info("could not forward original %s/%s: %s", src_chat, src_msg, exc)
+                forwarded = await self._forward_original(chat_id, message.forward_from)
             sent = await self.bot.send_message(chat_id, message.html, parse_mode=ParseMode.HTML,
                                                reply_markup=keyboard(message), link_preview_options=NO_PREVIEW)
             return SendOutcome("sent", sent.message_id)
-        except Forbidden as exc:
-            return SendOutcome("blocked", error=str(exc))
         except TelegramError as exc:
-            return SendOutcome("failed", error=f"{type(exc).__name__}: {exc}")
+            return send_outcome(exc, forwarded=forwarded)
+
+    async def _forward_original(self, chat_id: int, original: tuple[int, int]) -> bool:
+        """Forward the original post first; True when it went (a retry must not forward it again)."""
+        src_chat, src_msg = original
+        try:
+            await self.bot.forward_message(chat_id, src_chat, src_msg)
+            return True
+        except BadRequest as exc:  # the bot can't see the original: the alert alone still goes
+            log.info("could not forward original %s/%s: %s", src_chat, src_msg, exc)
+            return False
 
     async def edit(self, chat_id: int, message_id: int, message: Rendered) -> None:
         await self.bot.edit_message_text(message.html, chat_id=chat_id, message_id=message_id,

@@ -1,4 +1,4 @@
-"""Scheduled work through PTB's JobQueue: per-chat digests, publishing, held alerts."""
+"""Scheduled work through PTB's JobQueue: per-chat digests, publishing, held alerts, maintenance."""
 
 from __future__ import annotations
 
@@ -7,17 +7,23 @@ from datetime import time
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes
 
 from bot.channels import chat_reference
 from bot.config import Config
 from bot.digest import send_digest
+from bot.messages import Rendered
+from bot.recovery import beat
+from bot.services import Services
 from bot.shell.adapter import TelegramSender
 from bot.storage import ChatSettings
 
 log = logging.getLogger(__name__)
 
 HELD_ALERTS_EVERY = 60.0
+MAINTENANCE_EVERY = 30.0  # the sweep: due alert claims, stalled posts, heartbeat, downtime summary
+MAINTENANCE_FIRST = 1.0   # right after start: claims a crash left pending go out first
 
 
 def _job_name(chat_id: int) -> str:
@@ -63,6 +69,44 @@ async def _held_alerts_job(context: ContextTypes.DEFAULT_TYPE) -> None:
         log.info("delivered %d alerts held for quiet hours", sent)
 
 
+async def maintain(services: Services, sender: TelegramSender) -> None:
+    """One sweep. Each step is independent: one that fails is logged and the others still run."""
+    try:
+        resent = await services.alerts.resend_due()
+        if resent:
+            log.info("sent %d pending alerts again", resent)
+    except Exception:
+        log.exception("the alert sweep failed")
+    try:
+        await services.pipeline.heal()
+    except Exception:
+        log.exception("the healing sweep failed")
+    try:
+        await beat(services.storage)
+    except Exception:
+        log.exception("could not write the heartbeat")
+    await _report_downtime(services, sender)
+
+
+async def _report_downtime(services: Services, sender: TelegramSender) -> None:
+    report = services.downtime
+    text = report.due(idle=services.pipeline.pending == 0) if report is not None else None
+    if text is None:
+        return
+    log.info("downtime summary: %s", text)
+    for admin in services.config.access.admins:
+        try:
+            await sender.post(admin, Rendered(text))
+        except TelegramError:
+            log.info("could not send the downtime summary to admin %s", admin)
+
+
+async def _maintenance_job(context: ContextTypes.DEFAULT_TYPE) -> None:
+    from bot.shell.context import SERVICES_KEY
+
+    await maintain(context.bot_data[SERVICES_KEY], TelegramSender(context.bot))
+
+
 async def schedule_all(app: Application[Any, Any, Any, Any, Any, Any], config: Config, chats: list[ChatSettings]) -> None:
     jq = app.job_queue
     if jq is None:
@@ -71,6 +115,7 @@ async def schedule_all(app: Application[Any, Any, Any, Any, Any, Any], config: C
     for chat in chats:
         schedule_chat_digest(app, chat, config)
     jq.run_repeating(_held_alerts_job, interval=HELD_ALERTS_EVERY, first=5.0, name="held-alerts")
+    jq.run_repeating(_maintenance_job, interval=MAINTENANCE_EVERY, first=MAINTENANCE_FIRST, name="maintenance")
     if config.digest.publish_to is not None:
         chat_ref = chat_reference(config.digest.publish_to)
         jq.run_daily(_digest_job, config.digest.time.replace(tzinfo=ZoneInfo(config.digest.timezone)),

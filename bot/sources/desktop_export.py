@@ -29,6 +29,7 @@ from typing import IO, Any, Protocol
 import ijson
 from tqdm import tqdm
 
+from bot.channels import channel_key
 from bot.domain import IncomingPost
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class ExportHeader:
     @property
     def channel_key(self) -> str | None:
         """``"c:<id>"``, the key storage uses for a channel without a known username."""
-        return f"c:{self.id}" if self.id is not None else None
+        return channel_key(self.chat_id, None) if self.chat_id is not None else None
 
     @property
     def chat_id(self) -> int | None:

@@ -16,11 +16,13 @@ Why these choices:
 from bot.storage.database import Storage
 from bot.storage.fingerprint import content_hash, normalise_text
 from bot.storage.fts import filter_tokens, meta_tokens, quote_fts
-from bot.storage.records import ArchivedPost, ChatSettings, IngestResult, SearchQuery
+from bot.storage.records import ArchivedPost, ChannelAccess, ChatSettings, FailedPost, IngestResult, SearchQuery
 
 __all__ = [
     "ArchivedPost",
+    "ChannelAccess",
     "ChatSettings",
+    "FailedPost",
     "IngestResult",
     "SearchQuery",
     "Storage",

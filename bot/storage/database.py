@@ -7,7 +7,8 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Sequence
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from bot.channels import permalink
 from bot.domain import ChannelHealth, Filters, IncomingPost, StoredPost
 from bot.storage.fingerprint import content_hash
 from bot.storage.fts import filter_tokens, meta_tokens, quote_fts
-from bot.storage.records import ArchivedPost, ChatSettings, IngestResult, SearchQuery
+from bot.storage.guard import GuardedConnection
+from bot.storage.records import ArchivedPost, ChannelAccess, ChatSettings, FailedPost, IngestResult, SearchQuery
 from bot.storage.schema import MIGRATIONS
 from models.taxonomy import Classification
 
@@ -50,17 +52,24 @@ def _dt(ts: int | None) -> datetime | None:
 class Storage:
     """All database access. One connection; aiosqlite runs it on its own thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, channels_need_approval: bool = False) -> None:
         self.path = Path(path)
+        # True when [access] admins exist: a channel first seen through the bot (it added the bot,
+        # or a user forwarded its post) is 'pending' until an admin approves it. Web-preview and
+        # imported channels are chosen by admins and the operator: always approved.
+        self.channels_need_approval = channels_need_approval
         self._db: aiosqlite.Connection | None = None
-        # One connection is shared by concurrent handlers: transactions must not interleave.
+        # One connection is shared by concurrent handlers: transactions must not interleave, and a
+        # single write must never land inside another coroutine's transaction (see storage.guard).
         self._tx_lock = asyncio.Lock()
+        self._guarded: GuardedConnection | None = None
 
     @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
+    def db(self) -> GuardedConnection:
+        """The connection; every write through it takes the transaction lock."""
+        if self._guarded is None:
             raise RuntimeError("Storage.open() was not called")
-        return self._db
+        return self._guarded
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +79,7 @@ class Storage:
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA foreign_keys=ON")
         await self._db.execute("PRAGMA busy_timeout=5000")
+        self._guarded = GuardedConnection(self._db, self._tx_lock)
         await self.migrate()
 
     async def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
@@ -78,7 +88,7 @@ class Storage:
     async def close(self) -> None:
         if self._db is not None:
             await self._db.close()
-            self._db = None
+            self._db = self._guarded = None
 
     async def migrate(self) -> list[str]:
         await self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
@@ -87,43 +97,82 @@ class Storage:
         for name, fn in MIGRATIONS:
             if name in done:
                 continue
-            await self.db.execute("BEGIN")
-            try:
-                await fn(self.db)
+            async with self.db.transaction():
+                await fn(self.db.raw)
                 await self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, int(time.time())))
-                await self.db.execute("COMMIT")
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
             applied.append(name)
         return applied
 
     async def _tx(self, statements: Callable[[], Awaitable[Any]]) -> Any:
-        async with self._tx_lock:
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                result = await statements()
-                await self.db.execute("COMMIT")
-                return result
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
+        async with self.db.transaction():
+            return await statements()
 
     # -- channels ---------------------------------------------------------------------------
 
     async def ensure_channel(self, key: str, *, chat_id: int | None = None, title: str | None = None,
-                             source: str = "bot", watched: bool | None = None, added_by: int | None = None) -> int:
+                             source: str = "bot", watched: bool | None = None, added_by: int | None = None,
+                             approval: str | None = None, approved_from: datetime | None = None) -> int:
+        """Create or update a channel. ``approval`` ('approved', 'pending', 'rejected') is set when given;
+        a new channel otherwise gets the default (see ``channels_need_approval``). A channel approved now
+        alerts posts first seen from ``approved_from`` on (default: now)."""
         now = int(time.time())
+        default = "pending" if self.channels_need_approval and source in ("bot", "forward") else "approved"
         await self.db.execute(
-            "INSERT INTO channels(key, chat_id, title, source, watched, added_by, added_at) VALUES (?,?,?,?,?,?,?) "
+            "INSERT INTO channels(key, chat_id, title, source, watched, added_by, added_at, approval) "
+            "VALUES (?,?,?,?,?,?,?,?) "
             "ON CONFLICT(key) DO UPDATE SET chat_id=COALESCE(excluded.chat_id, chat_id), "
             "title=COALESCE(excluded.title, title)",
-            (key, chat_id, title, source, int(bool(watched)), added_by, now),
+            (key, chat_id, title, source, int(bool(watched)), added_by, now, approval or default),
         )
         if watched is not None:
             await self.db.execute("UPDATE channels SET watched=?, source=? WHERE key=?", (int(watched), source, key))
+        if approval is not None:
+            since = min(now, int(approved_from.timestamp()) - 1) if approved_from is not None else now
+            await self._set_approval("key=?", key, approval, added_by, since)
         row = await self._rows("SELECT id FROM channels WHERE key=?", (key,))
         return int(row[0][0])
+
+    async def _set_approval(self, where: str, arg: object, approval: str, by: int | None, now: int) -> None:
+        if approval not in ("approved", "pending", "rejected"):
+            raise ValueError(f"unknown channel approval {approval!r}")
+        # a channel that becomes approved now alerts posts first seen from now on (earlier ones stay unalerted)
+        await self.db.execute(
+            f"UPDATE channels SET approved_at=CASE WHEN approval='approved' THEN approved_at ELSE ? END, "
+            f"approved_by=CASE WHEN approval='approved' THEN approved_by ELSE ? END, approval=? WHERE {where}",
+            (now, by, approval, arg))
+
+    async def channel_access(self, *, key: str | None = None, channel_id: int | None = None) -> ChannelAccess | None:
+        """A channel's approval state, by key or by row id; None if unknown."""
+        where, arg = ("key=?", key) if key is not None else ("id=?", channel_id)
+        if arg is None or (isinstance(arg, int) and not -(2**63) <= arg < 2**63):
+            return None
+        rows = await self._rows(f"SELECT id, key, chat_id, title, watched, added_by, approval, approved_by "
+                                f"FROM channels WHERE {where}", (arg,))
+        if not rows:
+            return None
+        r = rows[0]
+        return ChannelAccess(id=int(r["id"]), key=str(r["key"]), chat_id=r["chat_id"], title=r["title"],
+                             watched=bool(r["watched"]), added_by=r["added_by"], approval=str(r["approval"]),
+                             approved_by=r["approved_by"])
+
+    async def set_channel_approval(self, channel_id: int, approval: str, *, by: int | None) -> None:
+        """An admin's decision; a rejected channel is no longer watched (its stored posts are kept)."""
+        await self._set_approval("id=?", channel_id, approval, by, int(time.time()))
+        if approval == "rejected":
+            await self.db.execute("UPDATE channels SET watched=0 WHERE id=?", (channel_id,))
+
+    async def alertable_posts(self, post_ids: Sequence[int]) -> list[int]:
+        """The posts that may be alerted: their channel is approved and they were first seen after that
+        (in whole seconds: a post seen in the second of the approval counts as stored while it waited)."""
+        ids = list(dict.fromkeys(post_ids))
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = await self._rows(
+            f"SELECT p.id FROM posts p JOIN channels c ON c.id=p.channel_id WHERE p.id IN ({marks}) "
+            "AND c.approval='approved' AND p.first_seen>COALESCE(c.approved_at, -1)", ids)
+        keep = {int(r[0]) for r in rows}
+        return [i for i in ids if i in keep]
 
     async def watched_channels(self, source: str | None = None) -> list[str]:
         sql = "SELECT key FROM channels WHERE watched=1" + (" AND source=?" if source else "") + " ORDER BY key"
@@ -161,7 +210,7 @@ class Storage:
     async def channel_health(self) -> list[ChannelHealth]:
         since = int(time.time()) - 86400
         rows = await self._rows(
-            """SELECT c.key, c.source, c.title, c.last_fetch_ok, c.last_error, c.unavailable_reason,
+            """SELECT c.key, c.source, c.title, c.last_fetch_ok, c.last_error, c.unavailable_reason, c.approval,
                       (SELECT MAX(date) FROM posts WHERE channel_id=c.id) AS last_date,
                       (SELECT MAX(message_id) FROM posts WHERE channel_id=c.id) AS last_id,
                       (SELECT COUNT(*) FROM posts WHERE channel_id=c.id) AS n,
@@ -173,7 +222,7 @@ class Storage:
             ChannelHealth(
                 channel=r["key"], source=r["source"], title=r["title"], last_fetch_ok=_dt(r["last_fetch_ok"]),
                 last_post_date=_dt(r["last_date"]), last_message_id=r["last_id"], errors_24h=int(r["errs"]),
-                last_error=r["unavailable_reason"] or r["last_error"], posts=int(r["n"]),
+                last_error=r["unavailable_reason"] or r["last_error"], posts=int(r["n"]), approval=str(r["approval"]),
             )
             for r in rows
         ]
@@ -243,7 +292,8 @@ class Storage:
         async def flush() -> None:
             nonlocal stored
             for key in {p.channel for p in pending} - channel_ids.keys():
-                channel_ids[key] = await self.ensure_channel(key)
+                known = await self.channel_access(key=key)  # a new channel of the operator's archive is approved
+                channel_ids[key] = known.id if known else await self.ensure_channel(key, approval="approved")
 
             async def run() -> None:
                 nonlocal stored
@@ -329,7 +379,7 @@ class Storage:
 
     _POST_SELECT = """
         SELECT p.id, c.key AS channel, p.message_id, p.text, p.date, p.lang, cl.appeal, cl.score, cl.labels,
-               cl.addressee, cl.reasons, c.chat_id, p.story_id,
+               cl.addressee, cl.reasons, c.chat_id, p.story_id, p.source,
                (SELECT posts FROM stories s WHERE s.id=p.story_id) AS reposts
         FROM posts p JOIN channels c ON c.id=p.channel_id LEFT JOIN classifications cl ON cl.post_id=p.id
     """
@@ -343,6 +393,7 @@ class Storage:
             labels=tuple(json.loads(r["labels"])) if r["labels"] else (), addressee=r["addressee"],
             reasons=tuple(json.loads(r["reasons"])) if r["reasons"] else (), chat_id=r["chat_id"],
             story_id=r["story_id"], repost_count=max(0, int(r["reposts"] or 1) - 1), snippet=snippet,
+            source=r["source"],
         )
 
     async def get_post(self, post_id: int) -> StoredPost | None:
@@ -560,10 +611,16 @@ class Storage:
         )
         return cur.rowcount == 1
 
-    async def claim_alerts(self, post_id: int, story_id: int | None, chat_ids: Sequence[int], status: str) -> set[int]:
-        """Claim (chat, post) for many chats at once; returns the chats claimed now (never twice)."""
+    async def claim_alerts(self, post_id: int, story_id: int | None, chat_ids: Sequence[int], status: str, *,
+                           lease_until: datetime | None = None, deliver_by: datetime | None = None) -> set[int]:
+        """Claim (chat, post) for many chats at once; returns the chats claimed now (never twice).
+
+        A 'pending' claim carries a lease (the sweep sends it again after ``lease_until``, so a
+        crash between claim and send loses nothing) and a deadline (``deliver_by``, then 'expired').
+        """
         if not chat_ids:
             return set()
+        lease, deadline = _ts(lease_until), _ts(deliver_by)
 
         async def run() -> set[int]:
             marks = ",".join("?" * len(chat_ids))
@@ -572,8 +629,9 @@ class Storage:
             fresh = [c for c in dict.fromkeys(chat_ids) if c not in taken]
             now = int(time.time())
             await self.db.executemany(
-                "INSERT OR IGNORE INTO alerts(chat_id, post_id, story_id, status, created_at) VALUES (?,?,?,?,?)",
-                [(c, post_id, story_id, status, now) for c in fresh])
+                "INSERT OR IGNORE INTO alerts(chat_id, post_id, story_id, status, created_at, lease_until, deliver_by) "
+                "VALUES (?,?,?,?,?,?,?)",
+                [(c, post_id, story_id, status, now, lease, deadline) for c in fresh])
             return set(fresh)
 
         claimed: set[int] = await self._tx(run)
@@ -583,22 +641,29 @@ class Storage:
         """(chat, post, status, message id, error) for many alerts, in one statement."""
         now = int(time.time())
         await self.db.executemany(
-            "UPDATE alerts SET status=?, message_id=?, error=?, sent_at=? WHERE chat_id=? AND post_id=?",
+            "UPDATE alerts SET status=?, message_id=?, error=?, sent_at=?, lease_until=NULL WHERE chat_id=? AND post_id=?",
             [(st, mid, err, now if st == "sent" else None, chat, post) for chat, post, st, mid, err in rows])
 
     async def story_alerted(self, chat_id: int, story_id: int, since: datetime) -> int | None:
-        """The message id of an alert this chat already got for the story within the window."""
+        """The message id of an alert this chat already got for the story within the window.
+
+        Only an alert that reached the chat counts ('sent'), or one that will: 'held' for quiet
+        hours, or 'pending' under a live lease (being sent right now). A lost claim (its lease
+        ran out), a failed or an expired alert never mutes the story's later reposts.
+        """
         rows = await self._rows(
-            "SELECT COALESCE(message_id, 0) FROM alerts WHERE chat_id=? AND story_id=? AND status IN ('sent','held','pending') "
-            "AND created_at>=? ORDER BY created_at LIMIT 1",
-            (chat_id, story_id, _ts(since)),
+            "SELECT COALESCE(message_id, 0) FROM alerts WHERE chat_id=? AND story_id=? AND created_at>=? "
+            "AND (status IN ('sent','held') OR (status='pending' AND lease_until>?)) ORDER BY created_at LIMIT 1",
+            (chat_id, story_id, _ts(since), int(time.time())),
         )
         return int(rows[0][0]) if rows else None
 
-    async def release_held(self, chat_id: int, post_id: int) -> bool:
-        """Move a held alert to 'pending' — True only for the one caller that did it."""
+    async def release_held(self, chat_id: int, post_id: int, *, lease_until: datetime | None = None,
+                           deliver_by: datetime | None = None) -> bool:
+        """Move a held alert to 'pending' (a claim with a lease) — True only for the one caller that did it."""
         cur = await self.db.execute(
-            "UPDATE alerts SET status='pending' WHERE chat_id=? AND post_id=? AND status='held'", (chat_id, post_id))
+            "UPDATE alerts SET status='pending', lease_until=?, deliver_by=? WHERE chat_id=? AND post_id=? AND status='held'",
+            (_ts(lease_until), _ts(deliver_by), chat_id, post_id))
         return cur.rowcount == 1
 
     async def held_alerts(self) -> list[tuple[int, int]]:
@@ -609,20 +674,126 @@ class Storage:
         rows = await self._rows("SELECT post_id, status FROM alerts WHERE chat_id=? ORDER BY created_at", (chat_id,))
         return [(int(r[0]), str(r[1])) for r in rows]
 
+    async def was_alerted(self, chat_id: int, post_id: int) -> bool:
+        """Did this chat get (or is it getting) an alert about this post? Its buttons are valid only there."""
+        rows = await self._rows("SELECT 1 FROM alerts WHERE chat_id=? AND post_id=? LIMIT 1", (chat_id, post_id))
+        return bool(rows)
+
+    # -- delivery and self-healing: leases, retries, sweeps, failed work ------------------------
+
+    async def postpone_alert(self, chat_id: int, post_id: int, *, retry_at: datetime, error: str) -> None:
+        """A pending alert whose send failed for now: the sweep tries again after ``retry_at``."""
+        await self.db.execute(
+            "UPDATE alerts SET lease_until=?, attempts=attempts+1, error=? WHERE chat_id=? AND post_id=? AND status='pending'",
+            (_ts(retry_at), error, chat_id, post_id))
+
+    async def due_alerts(self, now: datetime, limit: int = 500) -> list[tuple[int, int, int]]:
+        """Pending alerts whose lease ran out, still within their deadline: (chat, post, attempts), oldest first."""
+        ts = _ts(now)
+        rows = await self._rows(
+            "SELECT chat_id, post_id, attempts FROM alerts WHERE status='pending' AND COALESCE(lease_until, 0)<=? "
+            "AND COALESCE(deliver_by, ?)>=? ORDER BY created_at LIMIT ?", (ts, ts, ts, limit))
+        return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+
+    async def take_due_alert(self, chat_id: int, post_id: int, *, now: datetime, lease_until: datetime) -> bool:
+        """Renew an expired lease — True only for the one caller that did it (two sweeps never both send)."""
+        cur = await self.db.execute(
+            "UPDATE alerts SET lease_until=? WHERE chat_id=? AND post_id=? AND status='pending' "
+            "AND COALESCE(lease_until, 0)<=?", (_ts(lease_until), chat_id, post_id, _ts(now)))
+        return cur.rowcount == 1
+
+    async def expire_alerts(self, now: datetime) -> int:
+        """Pending alerts past their deadline become 'expired' (history by then); returns how many."""
+        cur = await self.db.execute(
+            "UPDATE alerts SET status='expired', lease_until=NULL, "
+            "error=COALESCE(error || '; ', '') || 'not delivered by its deadline' "
+            "WHERE status='pending' AND deliver_by<?", (_ts(now),))
+        return max(0, cur.rowcount)
+
+    async def release_leases(self) -> int:
+        """At start: every pending claim belongs to a process that died, so all are due now.
+
+        One bot runs per database (Telegram lets one process poll a token), so no live
+        process holds these leases.
+        """
+        cur = await self.db.execute("UPDATE alerts SET lease_until=NULL WHERE status='pending'")
+        return max(0, cur.rowcount)
+
+    async def alert_counts(self, since: datetime) -> dict[str, int]:
+        """Alerts claimed since ``since``, by status (sent, pending, held, failed, expired, skipped)."""
+        rows = await self._rows("SELECT status, COUNT(*) FROM alerts WHERE created_at>=? GROUP BY status", (_ts(since),))
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    async def record_failures(self, post_ids: Sequence[int], error: str, *, max_attempts: int) -> dict[int, int]:
+        """Count one failed classification per post; at ``max_attempts`` a post becomes state 'error'.
+
+        Returns each post's failures so far.
+        """
+        ids = list(dict.fromkeys(post_ids))
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+
+        async def run() -> dict[int, int]:
+            await self.db.execute(f"UPDATE posts SET attempts=attempts+1, error=? WHERE id IN ({marks})", (error, *ids))
+            await self.db.execute(f"UPDATE posts SET state='error' WHERE id IN ({marks}) AND attempts>=? "
+                                  "AND state IN ('new','classified')", (*ids, max_attempts))
+            rows = await self._rows(f"SELECT id, attempts FROM posts WHERE id IN ({marks})", ids)
+            return {int(r[0]): int(r[1]) for r in rows}
+
+        counts: dict[int, int] = await self._tx(run)
+        return counts
+
+    async def clear_failures(self, post_ids: Sequence[int]) -> None:
+        """Posts that were classified after failing before: their count and reason are history."""
+        ids = list(dict.fromkeys(post_ids))
+        if ids:
+            await self.db.execute(f"UPDATE posts SET attempts=0, error=NULL WHERE id IN ({','.join('?' * len(ids))})", ids)
+
+    async def failed_posts(self, limit: int | None = None) -> list[FailedPost]:
+        """Posts in state 'error' (classification kept failing), newest first, with the last reason."""
+        rows = await self._rows(
+            "SELECT p.id, c.key, p.message_id, p.attempts, p.error FROM posts p JOIN channels c ON c.id=p.channel_id "
+            "WHERE p.state='error' ORDER BY p.id DESC LIMIT ?", (-1 if limit is None else limit,))
+        return [FailedPost(int(r[0]), str(r[1]), int(r[2]), int(r[3]), str(r[4] or "")) for r in rows]
+
+    async def count_failed_posts(self) -> int:
+        rows = await self._rows("SELECT COUNT(*) FROM posts WHERE state='error'")
+        return int(rows[0][0])
+
+    async def stalled_posts(self, seen_before: datetime, limit: int = 1000) -> list[tuple[int, str]]:
+        """Unfinished posts ('new', 'classified') first seen by ``seen_before``: (id, state), oldest first."""
+        rows = await self._rows(
+            "SELECT id, state FROM posts WHERE state IN ('new','classified') AND first_seen<=? ORDER BY id LIMIT ?",
+            (_ts(seen_before), limit))
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    async def get_meta(self, key: str) -> str | None:
+        rows = await self._rows("SELECT value FROM meta WHERE key=?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                              (key, value))
+
     # -- feedback -----------------------------------------------------------------------------
 
     async def add_feedback(self, chat_id: int, user_id: int | None, post_id: int, verdict: str,
-                           labels: Sequence[str] | None = None) -> None:
+                           labels: Sequence[str] | None = None, *, by_admin: bool = False) -> None:
         await self.db.execute(
-            "INSERT INTO feedback(chat_id, user_id, post_id, verdict, labels, created_at) VALUES (?,?,?,?,?,?)",
-            (chat_id, user_id, post_id, verdict, json.dumps(list(labels)) if labels is not None else None, int(time.time())),
+            "INSERT INTO feedback(chat_id, user_id, post_id, verdict, labels, created_at, by_admin) VALUES (?,?,?,?,?,?,?)",
+            (chat_id, user_id, post_id, verdict, json.dumps(list(labels)) if labels is not None else None, int(time.time()),
+             int(by_admin)),
         )
 
     async def feedback_rows(self) -> list[sqlite3.Row]:
+        """Every verdict, ordered so that for one post a later row overrides an earlier one: users' verdicts
+        first, then admins' (each in the order given). "The last row per post wins" thus means the latest
+        admin verdict wins over any user's ✅/❌, and among users the latest."""
         return list(await self._rows(
-            "SELECT f.post_id, f.verdict, f.labels, p.text, p.lang, cl.labels AS model_labels, cl.addressee "
+            "SELECT f.post_id, f.verdict, f.labels, f.by_admin, p.text, p.lang, cl.labels AS model_labels, cl.addressee "
             "FROM feedback f JOIN posts p ON p.id=f.post_id LEFT JOIN classifications cl ON cl.post_id=f.post_id "
-            "ORDER BY f.id"
+            "ORDER BY f.by_admin, f.id"
         ))
 
     # -- search and digests ----------------------------------------------------------------
@@ -709,63 +880,106 @@ class Storage:
             f"WHERE posts_fts MATCH ? AND rowid IN ({marks})", (match, *ids))
         return {int(r[0]): str(r[1]) for r in rows}
 
-    async def export_rows(self, q: SearchQuery, chunk: int = 1000) -> AsyncIterator[dict[str, Any]]:
-        """Every matching post with its evidence, streamed in id order (never all in memory)."""
+    _EXPORT_SELECT = (
+        "SELECT p.id, c.key AS channel, p.message_id, p.text, p.date, p.lang, p.content_hash, p.first_seen, "
+        "p.story_id, cl.appeal, cl.score, cl.labels, cl.addressee, "
+        "(SELECT posts FROM stories s WHERE s.id=p.story_id) AS reposts, "
+        "(SELECT json_group_array(json_object('text', e.text, 'edit_date', e.edit_date, 'seen_at', e.seen_at)) "
+        " FROM post_edits e WHERE e.post_id=p.id) AS edits "
+        "FROM posts p JOIN channels c ON c.id=p.channel_id LEFT JOIN classifications cl ON cl.post_id=p.id "
+    )
+
+    def _export_filter(self, q: SearchQuery) -> tuple[list[str], list[Any]]:
+        """An export's conditions on ``posts p`` (the same words and filters as /search) and their arguments."""
         match = self._match_expr(q)
-        where = ["p.id > ?"]
-        base_args: list[Any] = []
+        where: list[str] = []
+        args: list[Any] = []
         if match:
             where.append("p.id IN (SELECT rowid FROM posts_fts WHERE posts_fts MATCH ?)")
-            base_args.append(match)
+            args.append(match)
         if q.since:
             where.append("p.date>=?")
-            base_args.append(_ts(q.since))
+            args.append(_ts(q.since))
         if q.until:
             where.append("p.date<?")
-            base_args.append(_ts(q.until))
+            args.append(_ts(q.until))
+        return where, args
+
+    @staticmethod
+    def _export_row(r: sqlite3.Row) -> dict[str, Any]:
+        key, mid = str(r["channel"]), int(r["message_id"])
+        edits = json.loads(r["edits"] or "[]")
+        return {
+            "permalink": permalink(key, mid),
+            "channel": key,
+            "date": _iso(r["date"]),
+            "language": r["lang"],
+            "appeal": None if r["appeal"] is None else bool(r["appeal"]),
+            "labels": json.loads(r["labels"]) if r["labels"] else [],
+            "addressee": r["addressee"],
+            "score": r["score"],
+            "text": r["text"],
+            "content_hash": r["content_hash"],
+            "first_seen": _iso(r["first_seen"]),
+            "edit_history": [{"text": e["text"], "edit_date": _iso(e["edit_date"]),
+                              "seen_at": _iso(e["seen_at"])} for e in edits],
+            "story_id": r["story_id"],
+            "repost_count": max(0, int(r["reposts"] or 1) - 1),
+        }
+
+    async def export_rows(self, q: SearchQuery, chunk: int = 1000) -> AsyncIterator[dict[str, Any]]:
+        """Every matching post with its evidence, streamed in id order (never all in memory)."""
+        where, base_args = self._export_filter(q)
         last = 0
         while True:
             rows = await self._rows(
-                "SELECT p.id, c.key AS channel, p.message_id, p.text, p.date, p.lang, p.content_hash, p.first_seen, "
-                "p.story_id, cl.appeal, cl.score, cl.labels, cl.addressee, "
-                "(SELECT posts FROM stories s WHERE s.id=p.story_id) AS reposts, "
-                "(SELECT json_group_array(json_object('text', e.text, 'edit_date', e.edit_date, 'seen_at', e.seen_at)) "
-                " FROM post_edits e WHERE e.post_id=p.id) AS edits "
-                "FROM posts p JOIN channels c ON c.id=p.channel_id LEFT JOIN classifications cl ON cl.post_id=p.id "
-                f"WHERE {' AND '.join(where)} ORDER BY p.id LIMIT ?",
+                self._EXPORT_SELECT + f"WHERE {' AND '.join(['p.id > ?', *where])} ORDER BY p.id LIMIT ?",
                 (last, *base_args, chunk),
             )
             if not rows:
                 return
             for r in rows:
-                key, mid = str(r["channel"]), int(r["message_id"])
-                link = permalink(key, mid)
-                edits = json.loads(r["edits"] or "[]")
-                yield {
-                    "permalink": link,
-                    "channel": key,
-                    "date": _iso(r["date"]),
-                    "language": r["lang"],
-                    "appeal": None if r["appeal"] is None else bool(r["appeal"]),
-                    "labels": json.loads(r["labels"]) if r["labels"] else [],
-                    "addressee": r["addressee"],
-                    "score": r["score"],
-                    "text": r["text"],
-                    "content_hash": r["content_hash"],
-                    "first_seen": _iso(r["first_seen"]),
-                    "edit_history": [{"text": e["text"], "edit_date": _iso(e["edit_date"]),
-                                      "seen_at": _iso(e["seen_at"])} for e in edits],
-                    "story_id": r["story_id"],
-                    "repost_count": max(0, int(r["reposts"] or 1) - 1),
-                }
+                yield self._export_row(r)
             last = int(rows[-1]["id"])
+
+    async def count_export_rows(self, q: SearchQuery, limit: int) -> int:
+        """How many posts an export of ``q`` holds, counted up to ``limit`` (the cap is checked before writing)."""
+        where, args = self._export_filter(q)
+        cond = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._rows(f"SELECT COUNT(*) FROM (SELECT 1 FROM posts p {cond} LIMIT ?)", (*args, max(0, limit)))
+        return int(rows[0][0])
+
+    def export_rows_blocking(self, q: SearchQuery, *, limit: int | None = None,
+                             chunk: int = 1000) -> Generator[dict[str, Any], None, None]:
+        """``export_rows`` for a worker thread: its own read-only connection (WAL lets it read beside the bot),
+        so a large export neither runs on the event loop nor holds up the shared connection. At most ``limit``."""
+        where, base_args = self._export_filter(q)
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True)) as db:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout=5000")
+            last, n = 0, 0
+            while limit is None or n < limit:
+                size = chunk if limit is None else min(chunk, limit - n)
+                rows = db.execute(
+                    self._EXPORT_SELECT + f"WHERE {' AND '.join(['p.id > ?', *where])} ORDER BY p.id LIMIT ?",
+                    (last, *base_args, size),
+                ).fetchall()
+                if not rows:
+                    return
+                for r in rows:
+                    yield self._export_row(r)
+                n += len(rows)
+                last = int(rows[-1]["id"])
 
     async def digest_counts(self, since: datetime, until: datetime) -> dict[str, Any]:
         args = (_ts(since), _ts_end(until))
+        # posts of channels waiting for (or refused) an admin's approval are not shown in digests
         base = ("FROM posts p JOIN classifications cl ON cl.post_id=p.id JOIN channels c ON c.id=p.channel_id "
-                "WHERE cl.appeal=1 AND p.date>=? AND p.date<?")
+                "WHERE cl.appeal=1 AND p.date>=? AND p.date<? AND c.approval='approved'")
         total = (await self._rows(f"SELECT COUNT(*), COUNT(DISTINCT COALESCE(p.story_id, -p.id)) {base}", args))[0]
-        posts = (await self._rows("SELECT COUNT(*) FROM posts WHERE date>=? AND date<?", args))[0][0]
+        posts = (await self._rows("SELECT COUNT(*) FROM posts p JOIN channels c ON c.id=p.channel_id "
+                                  "WHERE p.date>=? AND p.date<? AND c.approval='approved'", args))[0][0]
         by_label = await self._rows(
             f"SELECT j.value, COUNT(*) {base.replace('WHERE', ', json_each(cl.labels) j WHERE')} GROUP BY j.value "
             "ORDER BY 2 DESC", args)
@@ -785,7 +999,7 @@ class Storage:
 
     async def top_appeals(self, since: datetime, until: datetime, limit: int = 5) -> list[StoredPost]:
         rows = await self._rows(
-            self._POST_SELECT + " WHERE cl.appeal=1 AND p.date>=? AND p.date<? "
+            self._POST_SELECT + " WHERE cl.appeal=1 AND p.date>=? AND p.date<? AND c.approval='approved' "
             "AND (p.story_id IS NULL OR p.id=(SELECT first_post_id FROM stories s WHERE s.id=p.story_id)) "
             "ORDER BY (SELECT posts FROM stories s WHERE s.id=p.story_id) DESC, cl.score DESC LIMIT ?",
             (_ts(since), _ts_end(until), limit),

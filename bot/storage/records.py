@@ -56,3 +56,28 @@ class ArchivedPost:
     lang: str | None
     classification: Classification | None = None
     embedding: np.ndarray | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelAccess:
+    """Whether a channel's posts may be alerted: 'approved', 'pending' (an admin must decide) or 'rejected'."""
+
+    id: int
+    key: str
+    chat_id: int | None
+    title: str | None
+    watched: bool
+    added_by: int | None
+    approval: str
+    approved_by: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedPost:
+    """A post whose classification failed ``attempts`` times (state 'error'); ``appealwatch reprocess`` retries it."""
+
+    id: int
+    channel: str
+    message_id: int
+    attempts: int
+    error: str

@@ -175,7 +175,49 @@ async def _m2_drop_label_mask(db: aiosqlite.Connection) -> None:
     await db.execute("ALTER TABLE classifications DROP COLUMN label_mask")
 
 
+async def _m3_delivery(db: aiosqlite.Connection) -> None:
+    """At-least-once alerts and self-healing work.
+
+    ``alerts``: a ``pending`` row is a claim with a lease (``lease_until``): past it, the sweep
+    sends it again; ``deliver_by`` bounds how long a transient failure is retried before the row
+    becomes ``expired``; ``attempts`` counts retry rounds. ``posts``: ``attempts`` and ``error``
+    count failed classifications (a post that fails too often is state ``error``). ``meta`` keeps
+    the heartbeat that tells a restart how long the bot was down. Pending rows from before this
+    migration get the default ``[alerts] max_age`` (6 h) to be delivered in.
+    """
+    await _run_script(db,
+        """
+        ALTER TABLE alerts ADD COLUMN lease_until INTEGER;   -- pending: re-sent by the sweep after this
+        ALTER TABLE alerts ADD COLUMN deliver_by INTEGER;    -- pending: 'expired' after this
+        ALTER TABLE alerts ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+        UPDATE alerts SET deliver_by = created_at + 21600 WHERE status = 'pending';
+        ALTER TABLE posts ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;  -- failed classifications
+        ALTER TABLE posts ADD COLUMN error TEXT;                           -- the last failure's reason
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        """
+    )
+
+
+async def _m4_access(db: aiosqlite.Connection) -> None:
+    """Channel approval (a channel that adds the bot waits for an admin) and admins' verdicts on posts.
+
+    Channels known before this migration were trusted by the old rules: they stay approved
+    (``approved_at`` NULL = approved from the start). ``feedback.by_admin`` lets an admin's
+    /relabel win over users' ✅/❌, whatever their order.
+    """
+    await _run_script(db,
+        """
+        ALTER TABLE channels ADD COLUMN approval TEXT NOT NULL DEFAULT 'approved';  -- approved | pending | rejected
+        ALTER TABLE channels ADD COLUMN approved_at INTEGER;  -- posts first seen before it are never alerted
+        ALTER TABLE channels ADD COLUMN approved_by INTEGER;
+        ALTER TABLE feedback ADD COLUMN by_admin INTEGER NOT NULL DEFAULT 0;
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _m1_initial),
     ("0002_drop_label_mask", _m2_drop_label_mask),
+    ("0003_delivery", _m3_delivery),
+    ("0004_access", _m4_access),
 ]

@@ -135,6 +135,8 @@ def finetune_adapter(
     model.peft_config["default"].base_model_name_or_path = Path(base_location).name  # not this machine's path
     model.save_pretrained(str(target), save_embedding_layers=False)
     (target / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
+    (target / "trained_on.txt").write_text(  # these posts can't calibrate the model (see calibrate.py)
+        "# ids of the labelled posts this adapter was fine-tuned on\n" + "\n".join(sorted(e.id for e in rows)) + "\n")
     (target / "appealwatch-finetune.json").write_text(
         json.dumps({**asdict(settings), "examples": len(rows), "base": Path(base_location).name}, indent=2) + "\n"
     )

@@ -9,6 +9,7 @@ untouched test split gives the reported figures.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -238,3 +239,32 @@ def language_only(texts: Sequence[str]) -> list[str]:
 def write_metrics(path: Path, metrics: dict[str, object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n")
+
+
+def expand_negatives(rows: Sequence[Example], min_letters: int = 80) -> list[Example]:
+    """Rows plus each long paragraph of every multi-paragraph non-appeal, as a non-appeal of its own.
+
+    The classifier also scores a long post's paragraphs alone (an appeal buried in a digest),
+    so the heads must learn that a paragraph of a news post, an obituary or a recruitment ad
+    is no appeal either: on real channels most false alarms came from such paragraphs.
+    """
+    out = list(rows)
+    for e in rows:
+        if e.appeal:
+            continue
+        paragraphs = [p.strip() for p in e.text.split("\n") if sum(ch.isalpha() for ch in p) >= min_letters]
+        if len(paragraphs) < 2:
+            continue
+        out.extend(dataclasses.replace(e, id=f"{e.id}#p{k}", text=p) for k, p in enumerate(paragraphs))
+    return out
+
+
+def adapter_trained_on(adapter: Path | None) -> set[str]:
+    """Ids of the posts an adapter was fine-tuned on: they can't calibrate it (its scores on them are too sure)."""
+    if adapter is None or not (adapter / TRAINED_ON).is_file():
+        return set()
+    return {line.strip() for line in (adapter / TRAINED_ON).read_text().splitlines()
+            if line.strip() and not line.startswith("#")}
+
+
+TRAINED_ON = "trained_on.txt"

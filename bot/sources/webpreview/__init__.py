@@ -15,7 +15,7 @@ too often. Hence the shape of this package:
   errors, and re-delivers posts whose text changed.
 
 Channel names are read by :func:`bot.channels.channel_name`, the project's one
-normaliser; ``normalize_channel`` below is that same function under its old name.
+normaliser.
 
 Nothing here imports python-telegram-bot: posts leave through
 :class:`~bot.sources.base.PostSink` only. Every module logs under
@@ -25,7 +25,6 @@ still sees (and filters) all of it.
 
 from __future__ import annotations
 
-from bot.channels import channel_name as normalize_channel
 from bot.sources.ratelimit import TokenBucket
 from bot.sources.webpreview.parse import ParsedPage, ParsedPost, html_to_text, parse_page, parse_views
 from bot.sources.webpreview.poller import (
@@ -56,7 +55,6 @@ __all__ = [
     "WebPreviewSettings",
     "WebPreviewSource",
     "html_to_text",
-    "normalize_channel",
     "parse_page",
     "parse_views",
 ]
