@@ -171,10 +171,14 @@ async def subscribe(api: LocalBotAPI, user_id: int, args: str = "", **kw: Any) -
     return reply
 
 
-async def press(api: LocalBotAPI, user_id: int, message: Call | dict[str, Any], data: str, timeout: float = 10.0) -> Call:
-    """Press an inline button and wait until the bot answered the callback query."""
+async def press(api: LocalBotAPI, user_id: int, message: Call | dict[str, Any], data: str, timeout: float = 10.0,
+                *, check: bool = True) -> Call:
+    """Press an inline button and wait until the bot answered the callback query.
+
+    ``check=False`` presses ``data`` even when the message has no such button (forged or foreign data).
+    """
     since = api.mark()
-    update = api.press_button(user_id, message, data)
+    update = api.press_button(user_id, message, data, check=check)
     query_id = update["callback_query"]["id"]
     return await api.wait_for(
         lambda c: c.method == "answerCallbackQuery" and c.params.get("callback_query_id") == query_id,
@@ -290,6 +294,11 @@ async def rows(app: AnyApp, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
 
 
 # -- logs ----------------------------------------------------------------------------------------------
+
+
+def shown(call: Call) -> str:
+    """The text a user sees in a sent message (caption included)."""
+    return call.shown_text or ""
 
 
 def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

@@ -8,8 +8,9 @@ Other test modules may add their own fixtures here; keep this file generic.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,3 +79,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
         terminalreporter.section("figures")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def errors(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Fails the test if the bot's code logged an ERROR (the error handler logs every exception)."""
+    from tests.botkit import error_records, format_records
+
+    caplog.set_level(logging.INFO)
+    yield caplog
+    found = error_records(caplog)
+    assert not found, "errors were logged:\n" + format_records(found)

@@ -14,8 +14,6 @@ import asyncio
 import csv
 import io
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +32,14 @@ from tests.botkit import (
     alerts_to,
     button,
     command,
-    error_records,
     eventually,
-    format_records,
     post_and_settle,
     press,
     quiet,
     rows,
     running_bot,
     settle,
+    shown,
     storage_of,
     subscribe,
 )
@@ -62,26 +59,6 @@ SECOND_STRANGER = Channel(-1003000000003, "another_fake_channel", "Another One")
 ASKED = "A channel added the bot"
 
 
-@pytest.fixture
-def errors(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    caplog.set_level(logging.INFO)
-    yield caplog
-    found = error_records(caplog)
-    assert not found, "errors were logged:\n" + format_records(found)
-
-
-def shown(call: Call) -> str:
-    return call.shown_text or ""
-
-
-async def press_any(api: LocalBotAPI, user_id: int, message: Call | dict[str, Any], data: str,
-                    timeout: float = 10.0) -> Call:
-    """Press ``data`` whether or not the message has that button (forged or foreign callback data)."""
-    since = api.mark()
-    update = api.press_button(user_id, message, data, check=False)
-    query_id = update["callback_query"]["id"]
-    return await api.wait_for(lambda c: c.method == "answerCallbackQuery"
-                              and c.params.get("callback_query_id") == query_id, timeout, since=since)
 
 
 def answer_text(call: Call) -> str:
@@ -127,10 +104,10 @@ async def test_a_strangers_channel_is_stored_but_alerts_nobody_until_an_admin_ap
         assert "@fake_appeals_channel" in shown(listing) and "awaiting an admin's approval" in shown(listing)
 
         # a subscriber can't press the admin's button (another person's private chat), nor approve in their own
-        answer = await press_any(api, USER, question, button(question, "✅ Approve"))
+        answer = await press(api, USER, question, button(question, "✅ Approve"), check=False)
         assert answer_text(answer) == NOT_YOURS
         own = await command(api, USER, "/start")
-        answer = await press_any(api, USER, own, button(question, "✅ Approve"))
+        answer = await press(api, USER, own, button(question, "✅ Approve"), check=False)
         assert "Only admins" in answer_text(answer)
         assert await approval_of(app, STRANGERS_CHANNEL) == "pending"
 
@@ -301,7 +278,7 @@ async def test_a_private_instance_refuses_a_stranger_once_and_does_nothing_else(
         api.forward_from_channel(STRANGER, ADMINS_CHANNEL.id, ADMINS_CHANNEL.username, ADMINS_CHANNEL.title, 3,
                                  APPEALS[0][2])
         # a button press gets the refusal as a pop-up, no message
-        answer = await press_any(api, STRANGER, refusal, "set:q:off")
+        answer = await press(api, STRANGER, refusal, "set:q:off", check=False)
         assert "private" in answer_text(answer) and answer.params.get("show_alert") is True
         await quiet(api)
         to_stranger = [c for c in api.calls[since:] if c.method != "getUpdates" and c.chat_id == STRANGER]
@@ -390,15 +367,15 @@ async def test_buttons_work_only_in_their_own_chat_and_for_their_own_person(
 
         since = api.mark()
         # USER's search token, pressed in OTHER's chat: expired there
-        answer = await press_any(api, OTHER, others, next_page)
+        answer = await press(api, OTHER, others, next_page, check=False)
         assert "expired" in answer_text(answer)
         # feedback and mute on a post OTHER never got an alert about
         for data in (f"fb:ok:{post.id}", f"fb:no:{post.id}", f"mute:{post.id}"):
-            answer = await press_any(api, OTHER, others, data)
+            answer = await press(api, OTHER, others, data, check=False)
             assert answer_text(answer) == NOT_YOURS, data
         # OTHER pressing buttons on a message in USER's private chat
         for data in (f"fb:no:{post.id}", f"mute:{post.id}", "set:q:23:00-07:00", "sub:l:pow", next_page):
-            answer = await press_any(api, OTHER, alert, data)
+            answer = await press(api, OTHER, alert, data, check=False)
             assert answer_text(answer) == NOT_YOURS, data
         await quiet(api)
         assert not [c for c in api.calls[since:] if c.method in ("editMessageText", "sendMessage")]

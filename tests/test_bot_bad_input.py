@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import pytest
 
 from bot.app import AnyApp
 from bot.config import ConfigError, load_config
-from bot.local_botapi import Call, LocalBotAPI
+from bot.local_botapi import LocalBotAPI
 from models.classifier import AppealClassifier
 from tests.botkit import (
     APPEALS,
@@ -24,14 +22,13 @@ from tests.botkit import (
     alerts_to,
     button,
     command,
-    error_records,
     eventually,
-    format_records,
     post_and_settle,
     press,
     quiet,
     rows,
     running_bot,
+    shown,
     storage_of,
     subscribe,
 )
@@ -44,17 +41,6 @@ STRANGER = Channel(-1002234500002, "never_added_test", "Never Added")
 SOMETHING_WRONG = "Something went wrong"
 
 
-@pytest.fixture
-def errors(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """Fails the test if the bot's code logged an ERROR (the error handler logs every exception)."""
-    caplog.set_level(logging.INFO)
-    yield caplog
-    found = error_records(caplog)
-    assert not found, "errors were logged:\n" + format_records(found)
-
-
-def shown(call: Call) -> str:
-    return call.shown_text or ""
 
 
 async def _setup(api: LocalBotAPI, app: AnyApp) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bot.app import AnyApp, services_of
 from bot.domain import Filters
-from bot.local_botapi import Call, LocalBotAPI
+from bot.local_botapi import LocalBotAPI
 from bot.storage import Storage
 from handlers.menu import COMMANDS
 from models.classifier import AppealClassifier
@@ -36,6 +36,7 @@ from tests.botkit import (
     rows,
     running_bot,
     settle,
+    shown,
     storage_of,
     subscribe,
 )
@@ -48,9 +49,6 @@ FORWARD_SOURCE = Channel(-1001555000222, "mriya_news_test", "Mriya News")
 
 LINK_RE = re.compile(r'href="(https://t\.me/[^"]+/\d+)"')
 
-
-def shown(call: Call) -> str:
-    return call.shown_text or ""
 
 
 async def test_full_user_flow(tmp_path: Path, classifier: AppealClassifier) -> None:

@@ -7,9 +7,8 @@ error. The number of inputs is printed in the terminal summary ("figures").
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,11 @@ from tests.botkit import (
     alerts_to,
     button,
     command,
-    error_records,
-    format_records,
     post_and_settle,
+    press,
     quiet,
     running_bot,
+    shown,
     storage_of,
     subscribe,
 )
@@ -69,16 +68,6 @@ SEVERAL_MESSAGES = ("status", "digest", "export", "publish", "trend")  # wait fo
 REPLIES = ("sendMessage", "sendPhoto", "sendDocument")
 
 
-@pytest.fixture
-def errors(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    caplog.set_level(logging.INFO)
-    yield caplog
-    found = error_records(caplog)
-    assert not found, "errors were logged:\n" + format_records(found)
-
-
-def shown(call: Call) -> str:
-    return call.shown_text or ""
 
 
 async def answered(api: LocalBotAPI, chat_id: int, since: int, what: str, timeout: float = 30.0) -> Call:
@@ -93,12 +82,8 @@ async def answered(api: LocalBotAPI, chat_id: int, since: int, what: str, timeou
 
 
 async def press_any(api: LocalBotAPI, user_id: int, message: Call | dict[str, Any], data: str, what: str) -> Call:
-    since = api.mark()
-    update = api.press_button(user_id, message, data, check=False)
-    query_id = update["callback_query"]["id"]
     try:
-        answer = await api.wait_for(lambda c: c.method == "answerCallbackQuery"
-                                    and c.params.get("callback_query_id") == query_id, 15, since=since)
+        answer = await press(api, user_id, message, data, 15, check=False)
     except TimeoutError:
         pytest.fail(f"the button {what} was never answered")
     assert answer.ok, f"{what}: {answer.describe()}"
