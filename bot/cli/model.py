@@ -106,7 +106,13 @@ def _fit_and_save(args: argparse.Namespace, cfg: Config, encoder: Any, rows: lis
     from models.classifier import AppealClassifier
     from models.encoder import adapter_digest
     from models.paths import ADAPTER_DIR, embedding_cache
-    from models.training.calibrate import choose_feed_threshold, choose_label_thresholds, choose_threshold, fit_platt
+    from models.training.calibrate import (
+        calibrated,
+        choose_feed_threshold,
+        choose_label_thresholds,
+        choose_threshold,
+        fit_platt,
+    )
     from models.training.evaluation import real_test_pool
     from models.training.fit import (
         EmbeddingCache,
@@ -129,13 +135,14 @@ def _fit_and_save(args: argparse.Namespace, cfg: Config, encoder: Any, rows: lis
     print(f"calibrating on {len(held)} dev posts the encoder never saw ({sum(e.appeal for e in held)} appeals)")
     scored = clf.scored([e.text for e in held])
     y = np.array([e.appeal for e in held])
-    a, b = fit_platt(np.array([s.logit for s in scored]), y)
-    heads.calibrate(a, b)
-    clf = AppealClassifier(encoder, heads)
-    scored = clf.scored([e.text for e in held])
-    probs = np.array([s.classification.score for s in scored])
+    logits = np.array([s.logit for s in scored])
+    a, b = fit_platt(logits, y)
+    heads.calibrate(a, b)  # in place: `clf` scores with the calibrated head from here on
+    # calibration is a positive affine map of the logit and leaves the label heads alone, so the calibrated
+    # scores and the label scores come from the pass above rather than a second one
+    probs = calibrated(logits, a, b)
     feed = real_test_pool(split="dev")  # every real dev post: nearly all are not appeals
-    feed_probs = np.array([s.classification.score for t in _chunks([t for _, t in feed]) for s in clf.scored(t)])
+    feed_probs = np.array([float(cast(float, r["score"])) for r in predict_rows(clf, [t for _, t in feed])])
     chosen = choose_feed_threshold(probs, y, feed_probs) if len(feed_probs) else None
     heads.meta.threshold = chosen if chosen is not None else choose_threshold(probs, y)
     heads.meta.metrics["threshold_rule"] = (
@@ -169,10 +176,6 @@ def _fit_and_save(args: argparse.Namespace, cfg: Config, encoder: Any, rows: lis
     print(json.dumps({"saved": str(out), "threshold": heads.meta.threshold, "calibration": heads.meta.calibration,
                       "dev": metrics}, ensure_ascii=False, indent=2))
     return 0
-
-
-def _chunks(texts: list[str], size: int = 32) -> list[list[str]]:
-    return [texts[i : i + size] for i in range(0, len(texts), size)]
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

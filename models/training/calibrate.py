@@ -38,16 +38,13 @@ def fit_platt(logits: np.ndarray, y: np.ndarray, *, balanced: bool = True) -> tu
     return a, b
 
 
-def f1(y: np.ndarray, pred: np.ndarray) -> float:
-    tp = float(np.sum(y & pred))
-    return 2 * tp / max(1.0, float(np.sum(y)) + float(np.sum(pred)))
-
-
 def choose_threshold(probs: np.ndarray, y: np.ndarray, lo: float = 0.3, hi: float = 0.9) -> float:
     """The F1-best threshold on dev; ties go to the one nearest 0.5, so scores read as probabilities."""
+    from sklearn.metrics import f1_score
+
     best, best_f = 0.5, -1.0
     for t in (round(float(v), 2) for v in np.arange(lo, hi + 1e-9, 0.01)):
-        f = f1(y.astype(bool), probs >= t)
+        f = f1_score(y.astype(bool), probs >= t, zero_division=0.0)
         if f > best_f + 1e-9 or (abs(f - best_f) <= 1e-9 and abs(t - 0.5) < abs(best - 0.5)):
             best, best_f = float(t), f
     return round(best, 2)

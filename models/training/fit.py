@@ -24,6 +24,7 @@ from models.encoder import Encoder
 from models.heads import Heads, HeadsMeta
 from models.language import detect_language
 from models.taxonomy import ADDRESSEES, LABELS
+from models.training.calibrate import calibration_error, choose_threshold
 from models.training.dataset import Example, data_sha256
 
 log = logging.getLogger(__name__)
@@ -84,16 +85,6 @@ def _f1(y: np.ndarray, pred: np.ndarray) -> tuple[float, float, float]:
     return p, r, f
 
 
-def _best_threshold(y: np.ndarray, prob: np.ndarray) -> float:
-    best, best_f = 0.5, -1.0
-    for t in np.arange(0.2, 0.81, 0.01):
-        f = _f1(y, prob >= t)[2]
-        # prefer thresholds near 0.5 on ties, so scores stay readable as probabilities
-        if f > best_f + 1e-9 or (abs(f - best_f) <= 1e-9 and abs(t - 0.5) < abs(best - 0.5)):
-            best, best_f = float(t), f
-    return round(best, 2)
-
-
 def _fit_binary(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float, np.ndarray]:
     """Pick C by 5-fold CV log-loss; return (C, threshold from OOF F1, OOF probabilities)."""
     from sklearn.linear_model import LogisticRegression
@@ -110,7 +101,7 @@ def _fit_binary(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float, 
             best = (c, loss, oof)
     assert best is not None
     c, _, oof = best
-    return c, _best_threshold(y, oof), oof
+    return c, choose_threshold(oof, y, lo=0.2, hi=0.8), oof
 
 
 def _scaled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -212,10 +203,7 @@ def _calibration(y: np.ndarray, scores: Sequence[object]) -> dict[str, float]:
     if not scores or any(not isinstance(s, (int, float)) for s in scores):
         return {}
     s = np.array(scores, dtype=float)
-    bins = np.minimum((s * 10).astype(int), 9)
-    ece = sum(float(np.mean(bins == b)) * abs(float(s[bins == b].mean()) - float(y[bins == b].mean()))
-              for b in range(10) if np.any(bins == b))
-    return {"calibration_error": round(ece, 4), "brier": round(float(brier_score_loss(y, s)), 4)}
+    return {"calibration_error": round(calibration_error(y.astype(float), s), 4), "brier": round(float(brier_score_loss(y, s)), 4)}
 
 
 def predict_rows(classifier: object, texts: Sequence[str], batch: int = 64) -> list[dict[str, object]]:
