@@ -25,7 +25,7 @@ demo: setup
 
 lint:
 	$(BIN)/ruff check bot handlers models tests bench
-	$(BIN)/mypy bot handlers models
+	$(BIN)/mypy bot handlers models tests
 	$(BIN)/lint-imports
 
 test: setup lint

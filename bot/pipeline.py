@@ -40,8 +40,12 @@ log = logging.getLogger(__name__)
 
 
 class ScoredLike(Protocol):
-    classification: Classification
-    vector: np.ndarray | None
+    # read-only: the classifier's Scored is a frozen dataclass
+    @property
+    def classification(self) -> Classification: ...
+
+    @property
+    def vector(self) -> np.ndarray | None: ...
 
 
 class Scorer(Protocol):

@@ -22,7 +22,7 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, Ne
 from bot.alerts import LATENCY_SAMPLES, AlertDispatcher, AlertStats, RetryPolicy, SendOutcome
 from bot.app import services_of
 from bot.domain import Filters, IncomingPost, StoredPost
-from bot.local_botapi import LocalBotAPI
+from bot.local_botapi import Call, LocalBotAPI
 from bot.messages import Rendered
 from bot.shell.adapter import send_outcome
 from bot.storage import Storage
@@ -428,5 +428,5 @@ def _subscribed(api: LocalBotAPI) -> set[int | str | None]:
     return {c.chat_id for c in api.sent_messages() if "Subscribed" in (c.shown_text or "")}
 
 
-def _alerts(api: LocalBotAPI, link: str) -> list:  # type: ignore[type-arg]
+def _alerts(api: LocalBotAPI, link: str) -> list[Call]:
     return [c for c in api.sent_messages() if (c.shown_text or "").startswith("🚨 Appeal:") and link in (c.text or "")]

@@ -128,7 +128,7 @@ async def test_an_error_after_storing_leaves_the_post_new_and_the_healing_sweep_
         raise RuntimeError("the handler died after storing")
 
     real = pipeline._queue_stored
-    pipeline._queue_stored = broken  # type: ignore[method-assign]
+    pipeline._queue_stored = broken  # type: ignore[method-assign,assignment]
     try:
         assert await pipeline.ingest([post(1, "Сдавайтесь, солдаты")]) == 1  # no exception reaches the handler
         assert await states(storage) == {1: ("new", 0, None)}
@@ -187,7 +187,7 @@ async def test_a_channel_post_whose_handler_fails_after_storing_is_still_classif
         async def broken(*_: object) -> None:
             raise RuntimeError("the handler died after storing")
 
-        pipeline._queue_stored = broken  # type: ignore[method-assign]
+        pipeline._queue_stored = broken  # type: ignore[method-assign,assignment]
         CHANNEL.post(api, 61, APPEALS[0][2])
         await eventually(lambda: _state_is(app, 61, "new"), 20, "the post was not stored")
         pipeline._queue_stored = real  # type: ignore[method-assign]

@@ -204,13 +204,14 @@ async def test_sigkill_mid_work_then_restart_stores_once_and_alerts_every_chat(t
             assert sent[(chat, CHANNEL.link(by_post_id[pid]))] >= 1, f"alert row 'sent' but no message: {chat}/{pid}"
     # A duplicate is only possible for a message in flight at the crash: delivered before the kill,
     # its claim still 'pending' then (sent, not yet recorded) — and then exactly one more copy.
-    for (chat, link), n in sent.items():
+    for (to, link), n in sent.items():
         if n == 1:
             continue
-        assert link is not None and n == 2, f"chat {chat} got {link} {n} times"
+        assert link is not None and n == 2, f"chat {to} got {link} {n} times"
+        assert isinstance(to, int), to
         pid = appeals[int(link.rsplit("/", 1)[1])]
-        assert sent_before_kill[(chat, link)] == 1 and at_kill.get((chat, pid)) == "pending", \
-            f"a duplicate of {link} in chat {chat} that was not in flight at the crash ({at_kill.get((chat, pid))})"
+        assert sent_before_kill[(to, link)] == 1 and at_kill.get((to, pid)) == "pending", \
+            f"a duplicate of {link} in chat {to} that was not in flight at the crash ({at_kill.get((to, pid))})"
 
 
 def subscribed(api: LocalBotAPI) -> set[int | str | None]:

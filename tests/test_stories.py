@@ -103,7 +103,7 @@ async def test_pipeline_groups_translation_and_repost_into_one_story(tmp_path: P
     storage = Storage(tmp_path / "aw.sqlite")
     await storage.open()
     # bot.pipeline.ScoredLike declares settable attributes, which the frozen models.classifier.Scored does not have
-    pipeline = Pipeline(storage, classifier, alerts=None)  # type: ignore[arg-type]
+    pipeline = Pipeline(storage, classifier, alerts=None)
     assert pipeline.story_similarity == DEFAULT_SIMILARITY
     pipeline.start()
     try:
