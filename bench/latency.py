@@ -14,6 +14,7 @@ delivery latency (post injected → the successful sendMessage).
 
     .venv/bin/python bench/latency.py --rate 10 --chats 100 --seconds 30
     .venv/bin/python bench/latency.py --rate 10 --chats 100 --appeal-share 0.05 --fail-share 0.2
+    .venv/bin/python bench/latency.py --rate 10 --chats 100 --appeal-share 0.05 --real-length
 """
 
 from __future__ import annotations
@@ -53,8 +54,16 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"model load: {time.perf_counter() - t0:.1f} s")
     rng = random.Random(0)
     ex = load_examples()
-    appeals = [e.text for e in ex if e.appeal]
-    others = [e.text for e in ex if not e.appeal]
+    if args.real_length:
+        # real channel posts as the traffic (real_*.jsonl: nearly all not appeals) and the real-style
+        # appeals (emoji headers, footers, news around a short call) as the appeals
+        from models.training.dataset import load_real_examples
+
+        appeals = [e.text for e in ex if e.appeal and e.id.startswith("rs-")]
+        others = [e.text for e in load_real_examples() if not e.appeal]
+    else:
+        appeals = [e.text for e in ex if e.appeal]
+        others = [e.text for e in ex if not e.appeal]
     n_posts = int(args.rate * args.seconds)
     texts = [rng.choice(appeals) if rng.random() < args.appeal_share else rng.choice(others) for _ in range(n_posts)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,6 +146,8 @@ def main() -> None:
     ap.add_argument("--chats", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--appeal-share", type=float, default=0.2)
+    ap.add_argument("--real-length", action="store_true",
+                    help="real channel posts and real-style appeals instead of the short hand-written posts")
     ap.add_argument("--fail-share", type=float, default=0.0,
                     help="share of sendMessage calls answered with a transient 502 (retried by the bot)")
     asyncio.run(main_async(ap.parse_args()))

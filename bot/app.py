@@ -24,12 +24,13 @@ from bot.alerts import AlertDispatcher, RetryPolicy
 from bot.config import Config
 from bot.pipeline import Pipeline
 from bot.recovery import DowntimeReport, beat
-from bot.search import VectorIndex
+from bot.search import index_posts, load_index
 from bot.services import Services
 from bot.shell.adapter import TelegramSender
 from bot.shell.context import SERVICES_KEY, BotContext
 from bot.shell.jobs import schedule_all
 from bot.storage import Storage
+from bot.vector_index import VectorIndex, sqlite_vector_fetcher
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +123,17 @@ def build_application(config: Config, *, classifier: Any = None, start_sources: 
             text_limit=config.alerts.text_limit, max_age=config.alerts.max_age,
             retry=RetryPolicy(retries=tg.transient_retries, base=tg.retry_delay), on_history=downtime.note,
         )
-        vectors = VectorIndex(int(getattr(getattr(clf, "encoder", None), "dim", 384)))
-        await vectors.load(storage)
+        # exact re-ranking reads float16 vectors from the database: ~235 B a post in memory (bot.vector_index)
+        vectors = VectorIndex(int(getattr(getattr(clf, "encoder", None), "dim", 384)),
+                              fetch_vectors=sqlite_vector_fetcher(str(config.storage.path)))
+        loaded = await load_index(vectors, storage)
+        log.info("search index: %d posts, %.0f MB", loaded, vectors.memory_bytes() / 2**20)
+
+        async def index_classified(post_ids: list[int]) -> None:
+            await index_posts(vectors, storage, post_ids)
+
         pipeline = Pipeline(storage, clf, alerts=ApprovedChannelsOnly(storage, dispatcher), batch_size=config.model.batch_size,
-                            story_window=timedelta(hours=config.alerts.story_window_hours), on_appeal=vectors.add)
+                            story_window=timedelta(hours=config.alerts.story_window_hours), on_classified=index_classified)
         services = Services(config=config, storage=storage, pipeline=pipeline, alerts=dispatcher, classifier=clf,
                             vectors=vectors, downtime=downtime)
         app.bot_data[SERVICES_KEY] = services

@@ -23,7 +23,7 @@ import random
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -64,6 +64,7 @@ class PipelineStats:
     duplicates: int = 0
     edits: int = 0
     classified: int = 0
+    reused: int = 0  # of those, reposts that took a classified twin's result without a model pass
     appeals: int = 0
     batches: int = 0
     retries: int = 0  # failed classifications queued again
@@ -105,7 +106,7 @@ class Pipeline:
         linger: float = 0.02,
         story_window: timedelta = timedelta(hours=48),
         story_similarity: float = 0.94,
-        on_appeal: Callable[[int, np.ndarray], None] | None = None,
+        on_classified: Callable[[list[int]], Awaitable[None]] | None = None,
         healing: HealingPolicy | None = None,
         hand_off: bool = False,
     ) -> None:
@@ -116,7 +117,7 @@ class Pipeline:
         self.linger = linger
         self.story_window = story_window
         self.story_similarity = story_similarity
-        self.on_appeal = on_appeal  # e.g. the semantic search index
+        self.on_classified = on_classified  # e.g. the search index takes the new posts' vectors
         self.healing = healing or HealingPolicy()
         # hand_off: classified posts stay 'classified' for the running bot to fan out (appealwatch reprocess)
         self.hand_off = hand_off
@@ -416,24 +417,40 @@ class Pipeline:
         ids = list(texts)
         if not ids:
             return []
-        loop = asyncio.get_running_loop()
-        scored = await loop.run_in_executor(self._executor, self.scorer.score, [texts[i] for i in ids])
-        self.stats.batches += 1
+        # No work twice: a repost (same content hash as a post classified before) borrows that
+        # post's classification and search embedding instead of a model pass. A twin stored
+        # without an embedding (classified when only appeals got one) is classified again,
+        # so that every post reaches the search index.
+        twins = {pid: twin for pid, twin in (await self.storage.classified_twins(ids)).items() if twin[1] is not None}
+        fresh = [pid for pid in ids if pid not in twins]
+        results: dict[int, tuple[Classification, np.ndarray | None]] = dict(twins)
+        if fresh:
+            unique = list(dict.fromkeys(texts[pid] for pid in fresh))  # copies within this batch: one pass
+            loop = asyncio.get_running_loop()
+            scored = await loop.run_in_executor(self._executor, self.scorer.score, unique)
+            self.stats.batches += 1
+            by_text = {text: (s.classification, s.vector) for text, s in zip(unique, scored, strict=True)}
+            for pid in fresh:
+                results[pid] = by_text[texts[pid]]
         self.stats.classified += len(ids)
+        self.stats.reused += len(twins)
         items = []
-        for pid, s in zip(ids, scored, strict=True):
-            c = s.classification
+        for pid in ids:
+            c, vector = results[pid]
             if c.lang == "other" and c.lang_confidence == 0.0:
                 lang, conf = detect_language(texts[pid])
                 c = dataclasses.replace(c, lang=lang, lang_confidence=conf)
-            items.append((pid, c, s.vector))
+            items.append((pid, c, vector))
         await self.storage.save_classifications(items)
         appeals = [(pid, vec) for pid, c, vec in items if c.appeal and vec is not None]
         self.stats.appeals += sum(1 for _, c, _ in items if c.appeal)
         for pid, vec in appeals:
             await self._assign_story(pid, vec)
-            if self.on_appeal is not None:
-                self.on_appeal(pid, vec)
+        if self.on_classified is not None:
+            try:
+                await self.on_classified([pid for pid, _, vec in items if vec is not None])
+            except Exception:  # the index is rebuilt from storage at the next start; alerts must not wait for it
+                log.exception("adding %d posts to the search index failed", len(items))
         return ids
 
     async def _assign_story(self, post_id: int, vector: np.ndarray) -> None:

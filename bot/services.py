@@ -14,9 +14,9 @@ from bot.alerts import AlertDispatcher
 from bot.config import Config
 from bot.pipeline import Pipeline, Scorer
 from bot.recovery import DowntimeReport
-from bot.search import VectorIndex
 from bot.sources.webpreview import WebPreviewSource
 from bot.storage import SearchQuery, Storage
+from bot.vector_index import VectorIndex
 
 
 class Model(Scorer, Protocol):
@@ -40,6 +40,13 @@ class Services:
     refused: SeenOnce = field(default_factory=SeenOnce)  # strangers a private instance has refused once
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     downtime: DowntimeReport | None = None  # the one summary owed to the admins after downtime
+
+    @property
+    def alert_floor(self) -> float:
+        """The lowest score an alert can have: ``[alerts] min_score`` or the model's own threshold, whichever
+        is higher (a post under the threshold is no appeal at all), so /subscribe never promises alerts at
+        scores that cannot occur."""
+        return max(self.config.alerts.min_score, float(getattr(self.classifier, "threshold", 0.0) or 0.0))
 
     def embed_query(self, text: str) -> np.ndarray:
         """One search query's embedding (runs on a worker thread)."""

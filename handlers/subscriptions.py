@@ -26,7 +26,7 @@ def describe_filters(f: Filters, default_min: float) -> str:
     labels = labels_text(f.labels) if f.labels else "all labels"
     langs = ", ".join(LANG_NAMES[x] for x in f.languages) if f.languages else "all languages"
     chans = ", ".join("@" + c for c in f.channels) if f.channels else "all channels"
-    score = f.min_score if f.min_score is not None else default_min
+    score = max(f.min_score or 0.0, default_min)  # below the model's threshold nothing is an appeal
     return f"{html_text(labels)} · {langs} · {html_text(chans)} · score ≥ {score:.2f}"
 
 
@@ -64,7 +64,7 @@ async def subscribe(update: Update, context: BotContext) -> None:
     await context.storage.ensure_chat(chat_id, type_=type_, title=title,
                                       forward_original=context.config.alerts.forward_original)
     await context.storage.subscribe(chat_id, filters)
-    default_min = context.config.alerts.min_score
+    default_min = context.services.alert_floor
     await reply(
         update,
         f"🔔 Subscribed: {describe_filters(filters, default_min)}.\n"
@@ -96,7 +96,7 @@ async def subscription_button(update: Update, context: BotContext) -> None:
     kind, value = choice.kind, choice.value
     if kind == "done":
         await query.answer("Saved")
-        await edit_message(query, f"🔔 Subscribed: {describe_filters(f, context.config.alerts.min_score)}.")
+        await edit_message(query, f"🔔 Subscribed: {describe_filters(f, context.services.alert_floor)}.")
         return
     if kind == "l" and value in LABELS:
         labels = tuple(x for x in f.labels if x != value) if value in f.labels else (*f.labels, value)
@@ -114,7 +114,7 @@ async def subscription_button(update: Update, context: BotContext) -> None:
     await query.answer("Updated")
     kb = filters_keyboard(f)
 
-    await edit_message(query, f"🔔 Subscribed: {describe_filters(f, context.config.alerts.min_score)}.\nTap to narrow:",
+    await edit_message(query, f"🔔 Subscribed: {describe_filters(f, context.services.alert_floor)}.\nTap to narrow:",
                        keyboard(kb))
 
 
@@ -226,7 +226,7 @@ async def settings(update: Update, context: BotContext) -> None:
             return
     s = await context.storage.chat_settings(chat_id)
     assert s is not None
-    await reply(update, settings_text(s, context.config.digest.timezone, context.config.alerts.min_score),
+    await reply(update, settings_text(s, context.config.digest.timezone, context.services.alert_floor),
                 settings_keyboard(s))
 
 
@@ -241,5 +241,5 @@ async def settings_button(update: Update, context: BotContext) -> None:
     await query.answer(error or "Saved")
     s = await context.storage.chat_settings(chat_id)
     if s is not None:
-        await edit_message(query, settings_text(s, context.config.digest.timezone, context.config.alerts.min_score),
+        await edit_message(query, settings_text(s, context.config.digest.timezone, context.services.alert_floor),
                            keyboard(settings_keyboard(s)))

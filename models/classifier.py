@@ -7,6 +7,8 @@ Design choices, each for the bot's users:
   around it, so a long post of several paragraphs that its windows call "no appeal"
   gets a second look: each substantial paragraph is also scored on its own, and the
   best of windows and paragraphs decides. An appeal at the end of a digest is found.
+  Only paragraphs that, pooled alone from the token states the windows already
+  computed, come near the threshold get that look (``SEGMENT_MARGIN``).
 * **Reasons** are phrases of the post ranked by their share of the appeal logit
   (exact for a linear head over mean pooling), shown in alerts as "because …".
 * **Calibration**: logistic heads trained with a held-out threshold, so ``score``
@@ -18,13 +20,20 @@ Design choices, each for the bot's users:
   appeal from another does not: with its embeddings, repost grouping kept precision
   1.00 but recall fell from 0.89 to 0.38 at the 0.94 threshold, and no threshold gave
   both ≥ 0.9 and ≥ 0.8. So search, ``/similar`` and stories keep the base encoder's
-  embedding, computed only for appeals (the only posts the vector index and stories
-  hold): a second forward pass for a few percent of posts, not for all.
+  embedding, which ``score`` gives every post (search finds news as well as appeals).
+  Without an adapter the classifying pass already computes it; with one, a second pass
+  of the base encoder runs beside the first on the other core.
+* **Work only where it pays**: the paragraph pass runs only for posts whose windows
+  score near the threshold, token states are divided out only for the alerted posts'
+  reasons, and every forward pass runs batched by length on single-threaded workers
+  (``models.encoder``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +60,14 @@ _PARAGRAPH = re.compile(r"[^\n]+")
 # On the 900 labelled posts these values change no decision; see tests/test_classifier.py.
 _SEGMENT_MIN_TOKENS = 128
 _SEGMENT_MIN_LETTERS = 80
+# ... and, of those, only to the paragraphs that, pooled alone from the states their window
+# already computed (free: no forward pass), come within this many logit units of the threshold.
+# On dev (bench/classify.py --dev) every post that a paragraph decided had such a paragraph
+# within 3.1 units (with the fine-tuned encoder; 2.8 without), and the tests' appeal buried
+# mid-digest is within 4.7. At 5.0 every dev post is decided as when all paragraphs were
+# encoded, for a fraction of the work. (A margin on the window's own score instead would need
+# 7.7 units for that digest, and re-encode more.)
+SEGMENT_MARGIN = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +75,7 @@ class Scored:
     """A classification plus the text embedding (kept for search and grouping)."""
 
     classification: Classification
-    vector: np.ndarray | None  # the search embedding; always there for appeals
+    vector: np.ndarray | None  # the search embedding (``score``: every post's; ``scored``: the classifying pass's)
     logit: float = 0.0  # the appeal logit of the deciding window (calibration and thresholds are fit on it)
 
 
@@ -100,12 +117,7 @@ def _paragraphs(text: str) -> list[tuple[int, int]]:
 
 def _shifted(window: Window, offset: int) -> Window:
     """A paragraph's window with its character offsets moved into the whole post."""
-    if window.offsets is None or offset == 0:
-        return window
-    offs = window.offsets.copy()
-    real = offs[:, 0] >= 0
-    offs[real] += offset
-    return Window(window.vector, window.n_tokens, window.token_states, offs)
+    return dataclasses.replace(window, shift=window.shift + offset) if offset else window
 
 
 def model_folder(heads_dir: Path | None, cache_dir: Path | None) -> Path:
@@ -145,6 +157,8 @@ class AppealClassifier:
         self.search_encoder = search_encoder or encoder
         self.heads = heads
         self.threshold = float(threshold if threshold is not None else heads.meta.threshold)
+        # the paragraph pass: for posts with a paragraph at most this far below the threshold (logit units)
+        self.segment_margin = SEGMENT_MARGIN
 
     @classmethod
     def load(
@@ -193,51 +207,90 @@ class AppealClassifier:
     # ------------------------------------------------------------------------------------
 
     def classify(self, texts: Sequence[str]) -> list[Classification]:
-        return [s.classification for s in self._score(texts)]
+        return [s.classification for s in self._score(texts, search=False)]
 
     def scored(self, texts: Sequence[str]) -> list[Scored]:
         """Classifications with their raw appeal logits, without search embeddings (training, evaluation)."""
-        return self._score(texts)
+        return self._score(texts, search=False)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Search embeddings (base encoder): for queries, ``/similar`` and repost grouping."""
         return self.search_encoder.embed(list(texts))
 
     def score(self, texts: Sequence[str]) -> list[Scored]:
-        """Classify, and give each appeal its search embedding (stored for search and stories)."""
-        scored = self._score(texts)
-        if self.search_encoder is self.encoder:
-            return scored
-        appeals = [i for i, s in enumerate(scored) if s.classification.appeal]
-        vectors = self.embed([texts[i] if isinstance(texts[i], str) else "" for i in appeals])
-        out = [Scored(s.classification, None, s.logit) for s in scored]
-        for i, vec in zip(appeals, vectors, strict=True):
-            out[i] = Scored(scored[i].classification, vec, scored[i].logit)
-        return out
+        """Classify, and give every post its search embedding (stored for search and stories).
 
-    def _score(self, texts: Sequence[str]) -> list[Scored]:
+        ``Scored.vector`` is what ``embed([text])`` gives, for appeals and news alike.
+        """
+        return self._score(texts, search=True)
+
+    @property
+    def _cut(self) -> float:
+        """The appeal logit at which the score reaches the threshold."""
+        t = min(max(self.threshold, 1e-9), 1 - 1e-9)
+        return math.log(t / (1 - t))
+
+    def _score(self, texts: Sequence[str], *, search: bool) -> list[Scored]:
         texts = [t if isinstance(t, str) else "" for t in texts]
         if not texts:
             return []
-        encodings = self.encoder.encode(list(texts), with_tokens=True)
-        # Second look at long multi-paragraph posts that their windows call "no appeal":
-        # encode their paragraphs alone (one batch for all texts) and let the best one count.
+        # Both passes are queued before either is awaited: the workers run them side by side.
+        tuned = self.encoder.submit(texts, lazy_tokens=True)
+        separate = search and self.search_encoder is not self.encoder
+        base = self.search_encoder.submit(texts) if separate else None
+        encodings = tuned()
+        # Second look at long multi-paragraph posts that their windows call "no appeal", but
+        # not by far: encode their paragraphs alone (one batch for all texts), the best counts.
         extra: list[list[Window]] = [[] for _ in encodings]
         owners: list[tuple[int, int]] = []
         pieces: list[str] = []
         for i, enc in enumerate(encodings):
-            if sum(w.n_tokens for w in enc.windows) < _SEGMENT_MIN_TOKENS:
-                continue
-            best = float(np.max(self.heads.appeal_logit(np.stack([w.vector for w in enc.windows]))))
-            if float(sigmoid(np.array(best))) >= self.threshold:
-                continue
-            for a, b in _paragraphs(enc.text):
+            spans = self._second_look(enc)
+            for a, b in spans:
                 owners.append((i, a))
                 pieces.append(enc.text[a:b])
         if pieces:
-            for (i, a), seg in zip(owners, self.encoder.encode(pieces, with_tokens=True), strict=True):
+            for (i, a), seg in zip(owners, self.encoder.encode(pieces, lazy_tokens=True), strict=True):
                 extra[i].extend(_shifted(w, a) for w in seg.windows)
-        return [self._decide(enc, more) for enc, more in zip(encodings, extra, strict=True)]
+        out = [self._decide(enc, more) for enc, more in zip(encodings, extra, strict=True)]
+        if base is not None:
+            vectors = [e.vector for e in base()]
+            out = [dataclasses.replace(s, vector=v) for s, v in zip(out, vectors, strict=True)]
+        return out
+
+    def _second_look(self, enc: TextEncoding) -> list[tuple[int, int]]:
+        """The paragraphs of a post to encode alone: none unless its windows say "no appeal", and
+        then those that, pooled alone in context, come within ``segment_margin`` of the threshold."""
+        if sum(w.n_tokens for w in enc.windows) < _SEGMENT_MIN_TOKENS:
+            return []
+        best = float(np.max(self.heads.appeal_logit(np.stack([w.vector for w in enc.windows]))))
+        if best >= self._cut:
+            return []
+        spans = _paragraphs(enc.text)
+        low = self._cut - self.segment_margin
+        return [span for span, estimate in zip(spans, self.paragraph_estimates(enc, spans), strict=True)
+                if estimate >= low]
+
+    def paragraph_estimates(self, enc: TextEncoding, spans: Sequence[tuple[int, int]]) -> list[float]:
+        """Each paragraph's appeal logit if its tokens' states (from the windows) were pooled alone.
+
+        In context rather than the paragraph's own encoding, so an estimate, but free: the
+        windows computed these states. +inf when the windows carry no token states.
+        """
+        best = [-math.inf] * len(spans)
+        for w in enc.windows:
+            states = w.hidden if w.hidden is not None else w.token_states
+            if states is None or (w.spans is None and w.offsets is None):
+                return [math.inf] * len(spans)
+            offs = np.asarray(w.spans if w.spans is not None else w.offsets, dtype=np.int64).reshape(-1, 2)
+            real = offs[:, 0] >= 0
+            starts, ends = offs[:, 0] + w.shift, offs[:, 1] + w.shift
+            for k, (a, b) in enumerate(spans):
+                inside = real & (starts >= a) & (ends <= b + 1)
+                if inside.any():
+                    v = states[inside].mean(axis=0)
+                    best[k] = max(best[k], float(self.heads.appeal_logit(v / max(float(np.linalg.norm(v)), 1e-12))))
+        return best
 
     def _decide(self, enc: TextEncoding, paragraphs: Sequence[Window] = ()) -> Scored:
         lang, lang_conf = detect_language(enc.text)
@@ -276,11 +329,13 @@ class AppealClassifier:
 
     def _reasons(self, text: str, window: Window) -> tuple[str, ...]:
         """The phrases whose tokens carry the largest share of the appeal logit."""
-        if window.token_states is None or window.offsets is None:
+        tokens = window.tokens()
+        if tokens is None:
             return ()
-        contrib = window.token_states @ self.heads.appeal_w  # per-token logit shares
-        starts = window.offsets[:, 0]
-        ends = window.offsets[:, 1]
+        states, offsets = tokens
+        contrib = states @ self.heads.appeal_w  # per-token logit shares
+        starts = offsets[:, 0]
+        ends = offsets[:, 1]
         real = starts >= 0
         if not real.any():
             return ()

@@ -10,13 +10,22 @@ itself (the *reasons*) without a second forward pass.
 Precision: on CPUs with bfloat16 instructions (AVX512-BF16, AMX) the weights run in
 bfloat16: 1.8× the messages/s of float32 here, embeddings at cosine ≥ 0.9999 to float32
 (``bench/classify.py --precision``). Elsewhere bfloat16 would be emulated, so float32.
+int8 was measured and not taken: torch's dynamic quantisation of the Linear layers ran
+1.3× bfloat16 but moved embeddings to cosine 0.96-0.98, and ONNX Runtime's int8 (cosine
+0.995) was no faster than bfloat16 here, for a new dependency.
 A fine-tuned LoRA adapter (``models.finetune``) is merged into the weights on load.
+
+Threads: batches (sorted by length, ≤ 8 windows / 1,024 tokens) run on single-threaded
+workers, one per core, rather than on torch's intra-op threads; see ``Encoder.load``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +35,28 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 QUERY_PREFIX = "query: "
+
+# Encoder workers of this process, shared by every Encoder (the classifier's and the search
+# encoder's chunks then queue together and keep both cores busy).
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _single_threaded() -> None:
+    import torch
+
+    # This worker's own setting, whatever the calling thread uses. torch also takes it as the
+    # default of threads started later (not of running ones): beside the workers, nothing in
+    # this process should run intra-op threads on a 2-core machine either.
+    torch.set_num_threads(1)
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    with _POOLS_LOCK:
+        if workers not in _POOLS:
+            _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encode",
+                                                 initializer=_single_threaded)
+        return _POOLS[workers]
 
 
 @dataclass(slots=True)
@@ -38,6 +69,27 @@ class Window:
     token_states: np.ndarray | None = None
     # (T, 2) character spans of those tokens in the original text (prefix removed); -1 for specials
     offsets: np.ndarray | None = None
+    # ``encode(lazy_tokens=True)``: the window's rows of its batch's hidden states (a view, not a
+    # copy), the mean's norm and the tokens' character spans. Only an alerted post's reasons read
+    # token states, so they are divided out (``tokens()``) for those windows alone.
+    hidden: np.ndarray | None = None
+    norm: float = 1.0
+    spans: list[tuple[int, int]] | None = None
+    shift: int = 0  # added to every real span: where this window's text starts in a longer text
+
+    def tokens(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(token_states, offsets) as above, offsets moved by ``shift``; None without token information."""
+        if self.token_states is not None and self.offsets is not None:
+            states, offs = self.token_states, self.offsets.copy()
+        elif self.hidden is not None and self.spans is not None:
+            states = (self.hidden / self.norm).astype(np.float32)
+            offs = np.array(self.spans, dtype=np.int64).reshape(-1, 2)
+        else:
+            return None
+        if self.shift:
+            real = offs[:, 0] >= 0
+            offs[real] += self.shift
+        return states, offs
 
 
 @dataclass(slots=True)
@@ -56,12 +108,16 @@ class TextEncoding:
         return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
+# One window to encode: (text index, token ids with specials, character spans)
+_Item = tuple[int, list[int], list[tuple[int, int]]]
+
+
 class Encoder:
     """multilingual-e5-small (or any BERT-like encoder) with E5's query prefix and mean pooling."""
 
     def __init__(
         self, tokenizer: Any, model: Any, *, batch_size: int = 32, stride: int = 64, max_batch_tokens: int = 2048,
-        identity: str = "",
+        identity: str = "", workers: int = 1,
     ) -> None:
         self.tokenizer = tokenizer
         self.model = model
@@ -74,6 +130,8 @@ class Encoder:
         self.max_batch_tokens = max_batch_tokens
         self.max_tokens = int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512))
         self.stride = stride
+        # batches run side by side on this many single-threaded workers (see ``load``)
+        self.workers = max(1, int(workers))
         self.dim = int(model.config.hidden_size)
         self.bos = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
         self.eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
@@ -83,7 +141,15 @@ class Encoder:
     def load(cls, name_or_path: str, *, threads: int | None = None, batch_size: int = 8,
              max_batch_tokens: int = 1024, precision: str = "auto", adapter: Path | None = None,
              share_with: Encoder | None = None) -> Encoder:
-        """Load from a local directory or a hub id; ``threads`` sets the intra-op threads.
+        """Load from a local directory or a hub id; ``threads``: how many cores encode at once.
+
+        ``threads`` cores are used as that many workers, each running whole batches with one
+        torch thread, not as torch's intra-op threads: on a shared 2-core machine OpenMP's
+        threads spin-wait for each other whenever one is descheduled, and under other load
+        a 2-thread forward cost up to 11× the CPU time of a 1-thread one (bench/classify.py:
+        the transformers pipeline at 2 threads, 692 ms of CPU per real post against 60 ms);
+        independent batches never wait for each other. ``threads=1`` encodes in the calling
+        thread (one torch thread); ``threads=None`` also does, leaving torch's setting alone.
 
         ``precision``: "auto" (bfloat16 where the CPU has bf16 instructions), "bfloat16"
         or "float32". ``adapter``: a peft LoRA adapter directory, merged into the weights.
@@ -97,8 +163,8 @@ class Encoder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        if threads:
-            torch.set_num_threads(threads)
+        if threads == 1:
+            torch.set_num_threads(1)
         dtype = resolve_precision(precision)
         tokenizer = share_with.tokenizer if share_with is not None else AutoTokenizer.from_pretrained(name_or_path)
         # float32 when an adapter is merged (then converted); else straight into the target type
@@ -114,7 +180,8 @@ class Encoder:
             identity += f"+adapter:{adapter_digest(adapter)}"
         model = model.to(dtype).eval()
         identity += f"@{str(dtype).removeprefix('torch.')}"
-        return cls(tokenizer, model, batch_size=batch_size, max_batch_tokens=max_batch_tokens, identity=identity)
+        return cls(tokenizer, model, batch_size=batch_size, max_batch_tokens=max_batch_tokens, identity=identity,
+                   workers=threads or 1)
 
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch
@@ -130,32 +197,28 @@ class Encoder:
 
     # -- tokenisation -------------------------------------------------------------------
 
-    def _windows_of(self, text: str) -> list[tuple[list[int], list[tuple[int, int]]]]:
-        enc = self.tokenizer(QUERY_PREFIX + text, add_special_tokens=False, return_offsets_mapping=True)
-        ids: list[int] = list(enc["input_ids"])
+    def _items(self, texts: list[str]) -> list[_Item]:
+        """Every window of every text, tokenised in one call."""
+        if not texts:
+            return []
+        enc = self.tokenizer([QUERY_PREFIX + t for t in texts], add_special_tokens=False,
+                             return_offsets_mapping=True)
         shift = len(QUERY_PREFIX)
-        offs = [(max(a - shift, -1), max(b - shift, -1)) for a, b in enc["offset_mapping"]]
         room = self.max_tokens - 2
-        spans: list[tuple[list[int], list[tuple[int, int]]]] = []
-        start = 0
-        while True:
-            end = min(start + room, len(ids))
-            spans.append(
-                ([self.bos, *ids[start:end], self.eos], [(-1, -1), *offs[start:end], (-1, -1)])
-            )
-            if end >= len(ids):
-                break
-            start = end - self.stride
-        return spans
+        items: list[_Item] = []
+        for i, (ids, mapping) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], strict=True)):
+            offs = [(max(a - shift, -1), max(b - shift, -1)) for a, b in mapping]
+            start = 0
+            while True:
+                end = min(start + room, len(ids))
+                items.append((i, [self.bos, *ids[start:end], self.eos], [(-1, -1), *offs[start:end], (-1, -1)]))
+                if end >= len(ids):
+                    break
+                start = end - self.stride
+        return items
 
-    # -- inference ----------------------------------------------------------------------
-
-    def encode(self, texts: list[str], *, with_tokens: bool = False) -> list[TextEncoding]:
-        """Encode texts; windows are batched across texts, sorted by length to save padding."""
-        items: list[tuple[int, list[int], list[tuple[int, int]]]] = []
-        for i, text in enumerate(texts):
-            for ids, offs in self._windows_of(text):
-                items.append((i, ids, offs))
+    def _chunks(self, items: list[_Item]) -> list[list[int]]:
+        """Batches of item indices: sorted by length, so that each batch pads little."""
         order = sorted(range(len(items)), key=lambda k: len(items[k][1]))
         chunks: list[list[int]] = []
         for k in order:  # ascending length: the window being added sets the batch's width
@@ -163,34 +226,79 @@ class Encoder:
             if not chunks or rows >= self.batch_size or (rows + 1) * len(items[k][1]) > self.max_batch_tokens:
                 chunks.append([])
             chunks[-1].append(k)
-        results: list[Window | None] = [None] * len(items)
-        for chunk in chunks:
-            width = max(len(items[k][1]) for k in chunk)
-            input_ids = np.full((len(chunk), width), self.pad, dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            for row, k in enumerate(chunk):
-                ids = items[k][1]
-                input_ids[row, : len(ids)] = ids
-                mask[row, : len(ids)] = 1
-            hidden = self._forward(input_ids, mask)
-            m = mask[:, :, None].astype(np.float32)
-            mean = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
-            norms = np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
-            pooled = (mean / norms).astype(np.float32)
-            states = (hidden / norms[:, :, None]).astype(np.float32) if with_tokens else None
-            for row, k in enumerate(chunk):
-                n = len(items[k][1])
-                results[k] = Window(
+        return chunks
+
+    # -- inference ----------------------------------------------------------------------
+
+    def _run(self, items: list[_Item], chunk: list[int], tokens: str) -> list[tuple[int, Window]]:
+        """Encode one batch; ``tokens``: "" (vectors only), "eager" or "lazy" token states."""
+        width = max(len(items[k][1]) for k in chunk)
+        input_ids = np.full((len(chunk), width), self.pad, dtype=np.int64)
+        mask = np.zeros((len(chunk), width), dtype=np.int64)
+        for row, k in enumerate(chunk):
+            ids = items[k][1]
+            input_ids[row, : len(ids)] = ids
+            mask[row, : len(ids)] = 1
+        hidden = self._forward(input_ids, mask)
+        m = mask[:, :, None].astype(np.float32)
+        mean = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
+        norms = np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+        pooled = (mean / norms).astype(np.float32)
+        states = (hidden / norms[:, :, None]).astype(np.float32) if tokens == "eager" else None
+        out = []
+        for row, k in enumerate(chunk):
+            n = len(items[k][1])
+            if tokens == "lazy":
+                win = Window(vector=pooled[row], n_tokens=n, hidden=hidden[row, :n], norm=float(norms[row, 0]),
+                             spans=items[k][2])
+            else:
+                win = Window(
                     vector=pooled[row],
                     n_tokens=n,
                     token_states=states[row, :n].copy() if states is not None else None,
-                    offsets=np.array(items[k][2], dtype=np.int64) if with_tokens else None,
+                    offsets=np.array(items[k][2], dtype=np.int64) if tokens == "eager" else None,
                 )
-        out = [TextEncoding(text=t, windows=[]) for t in texts]
-        for (i, _, _), win in zip(items, results, strict=True):
-            assert win is not None
-            out[i].windows.append(win)
+            out.append((k, win))
         return out
+
+    def submit(self, texts: list[str], *, with_tokens: bool = False,
+               lazy_tokens: bool = False) -> Callable[[], list[TextEncoding]]:
+        """Queue the batches of ``texts`` on the workers now; the returned call waits for them.
+
+        Two encoders' work submitted before either is collected runs side by side (the
+        classifier's pass and the search embedding's), so a few posts still fill both cores.
+        ``lazy_tokens``: keep each window's hidden states as a view, token states computed only
+        when ``Window.tokens()`` is called.
+        """
+        items = self._items(texts)
+        chunks = self._chunks(items)
+        tokens = "eager" if with_tokens else "lazy" if lazy_tokens else ""
+        if self.workers > 1 and chunks:
+            pool = _pool(self.workers)
+            futures = [pool.submit(self._run, items, chunk, tokens) for chunk in chunks]
+
+            def results() -> list[list[tuple[int, Window]]]:
+                return [f.result() for f in futures]
+        else:
+            def results() -> list[list[tuple[int, Window]]]:
+                return [self._run(items, chunk, tokens) for chunk in chunks]
+
+        def collect() -> list[TextEncoding]:
+            windows: list[Window | None] = [None] * len(items)
+            for done in results():
+                for k, window in done:
+                    windows[k] = window
+            out = [TextEncoding(text=t, windows=[]) for t in texts]
+            for (i, _, _), win in zip(items, windows, strict=True):
+                assert win is not None
+                out[i].windows.append(win)
+            return out
+
+        return collect
+
+    def encode(self, texts: list[str], *, with_tokens: bool = False, lazy_tokens: bool = False) -> list[TextEncoding]:
+        """Encode texts; windows are batched across texts, sorted by length to save padding."""
+        return self.submit(texts, with_tokens=with_tokens, lazy_tokens=lazy_tokens)()
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """(n, H) text-level embeddings, L2-normalised."""

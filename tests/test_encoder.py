@@ -405,8 +405,47 @@ def test_precision_setting_is_validated() -> None:
 
 def test_the_classifier_runs_the_fine_tuned_adapter(encoder: Encoder, base_encoder: Encoder) -> None:
     """The committed adapter is merged into the classifier's encoder (its identity names it, and it moves embeddings)."""
+    from models.classifier import adapter_dir
+    from models.heads import packaged_heads_dir
+
+    if adapter_dir(packaged_heads_dir()) is None:
+        pytest.skip("the committed model has no adapter: its encoder is the base encoder")
     assert "+adapter:" in encoder.identity and "+adapter:" not in base_encoder.identity
     texts = ["Российский солдат, сдавайся!", "В Киеве открылась выставка."]
     cos = np.sum(encoder.embed(texts) * base_encoder.embed(texts), axis=1)
     assert float(cos.max()) < 0.999, cos  # the adapter changed the encoder
     assert float(cos.min()) > 0.5, cos  # …without replacing it
+
+
+# -- speed: lazy token states, single-threaded workers ------------------------------
+
+
+def test_lazy_token_states_are_the_eager_ones(encoder: Encoder) -> None:
+    """The classifier keeps hidden states as views and divides them out only for the windows it explains."""
+    texts = ["Российский солдат, сдавайся! Звони на горячую линию.", "Сводка за сутки: обстрелы, ремонт сетей. " * 40]
+    eager = encoder.encode(texts, with_tokens=True)
+    lazy = encoder.encode(texts, lazy_tokens=True)
+    for a, b in zip(eager, lazy, strict=True):
+        assert len(a.windows) == len(b.windows)
+        for wa, wb in zip(a.windows, b.windows, strict=True):
+            np.testing.assert_allclose(wa.vector, wb.vector, atol=1e-6)
+            assert wb.token_states is None and wb.hidden is not None  # nothing divided out yet
+            ta, tb = wa.tokens(), wb.tokens()
+            assert ta is not None and tb is not None
+            np.testing.assert_allclose(ta[0], tb[0], atol=1e-6)
+            np.testing.assert_array_equal(ta[1], tb[1])
+    assert encoder.encode(texts)[0].windows[0].tokens() is None  # vectors only: no token information kept
+
+
+def test_workers_run_single_threaded_batches_that_agree_with_one_thread(base_encoder: Encoder) -> None:
+    """Batches run side by side on single-threaded workers: the same numbers as one thread, no intra-op threads."""
+    import torch
+
+    from models.encoder import Encoder, _pool
+
+    assert base_encoder.workers == 2
+    assert _pool(2).submit(torch.get_num_threads).result() == 1
+    one = Encoder(base_encoder.tokenizer, base_encoder.model, batch_size=base_encoder.batch_size,
+                  max_batch_tokens=base_encoder.max_batch_tokens, workers=1)
+    texts = [f"Короткое сообщение номер {i}: в городе тихо." for i in range(20)] + ["Сводка за сутки. " * 200]
+    np.testing.assert_allclose(base_encoder.embed(texts), one.embed(texts), atol=1e-6)

@@ -148,6 +148,14 @@ def _fit_and_save(args: argparse.Namespace, cfg: Config, encoder: Any, rows: lis
     heads.meta.metrics["threshold_rule"] = (
         f"lowest with ≤ 4 false alarms per 1,000 of {len(feed_probs)} real dev posts and precision ≥ 0.85 on held-out dev"
         if chosen is not None else "F1-best on held-out dev (no real corpora found)")
+    checks = sorted({0.5, 0.7, 0.9, float(heads.meta.threshold)})
+    heads.meta.metrics["threshold_check"] = {  # what min_score 0.5 / 0.7 / 0.9 and the chosen threshold mean
+        "real_dev_false_alarms_per_1000": {f"{t:.2f}": round(1000 * float(np.mean(feed_probs >= t)), 2)
+                                           for t in checks} if len(feed_probs) else {},
+        "held_dev_precision_recall": {
+            f"{t:.2f}": [round(float(y[probs >= t].mean()) if (probs >= t).any() else 1.0, 3),
+                         round(float((probs[y == 1] >= t).mean()) if (y == 1).any() else 0.0, 3)] for t in checks},
+    }
     gold_appeals = [(s, e) for s, e in zip(scored, held, strict=True) if e.appeal]
     heads.meta.label_thresholds = choose_label_thresholds([s.classification.label_scores for s, _ in gold_appeals],
                                                           [e.labels for _, e in gold_appeals])

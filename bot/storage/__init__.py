@@ -9,14 +9,24 @@ Why these choices:
   a no-op, a changed text becomes an edit with its history kept (evidence).
 * **Alerts at most once per chat and post**: the row is written before the message is
   sent, so a crash can never produce a second copy.
-* **FTS5** external-content index over post text with ``unicode61 remove_diacritics 2``
-  (folds Cyrillic case and ё/е), kept in sync by triggers; user words are always quoted.
+* **FTS5** external-content index over each post's lemmas (``terms.py``: pymorphy3 for
+  Russian and Ukrainian, Snowball for English) and filter tokens (``fts.py``: channel, month,
+  language, labels, appeal, repost), kept in sync by triggers; user words are always quoted.
 """
 
 from bot.storage.database import Storage
 from bot.storage.fingerprint import content_hash, normalise_text
 from bot.storage.fts import filter_tokens, meta_tokens, quote_fts
-from bot.storage.records import ArchivedPost, ChannelAccess, ChatSettings, FailedPost, IngestResult, SearchQuery
+from bot.storage.records import (
+    ArchivedPost,
+    ChannelAccess,
+    ChatSettings,
+    FailedPost,
+    IngestResult,
+    SearchQuery,
+    SearchRanking,
+    VectorRow,
+)
 
 __all__ = [
     "ArchivedPost",
@@ -25,7 +35,9 @@ __all__ = [
     "FailedPost",
     "IngestResult",
     "SearchQuery",
+    "SearchRanking",
     "Storage",
+    "VectorRow",
     "content_hash",
     "filter_tokens",
     "meta_tokens",

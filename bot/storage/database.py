@@ -19,10 +19,20 @@ import numpy as np
 from bot.channels import permalink
 from bot.domain import ChannelHealth, Filters, IncomingPost, StoredPost
 from bot.storage.fingerprint import content_hash
-from bot.storage.fts import filter_tokens, meta_tokens, quote_fts
+from bot.storage.fts import REPOST_TOKEN, any_of, meta_tokens, month_tokens, quote, reclassified_meta
 from bot.storage.guard import GuardedConnection
-from bot.storage.records import ArchivedPost, ChannelAccess, ChatSettings, FailedPost, IngestResult, SearchQuery
+from bot.storage.records import (
+    ArchivedPost,
+    ChannelAccess,
+    ChatSettings,
+    FailedPost,
+    IngestResult,
+    SearchQuery,
+    SearchRanking,
+    VectorRow,
+)
 from bot.storage.schema import MIGRATIONS
+from bot.storage.terms import fold_token, highlight_snippet, query_terms, text_terms
 from models.taxonomy import Classification
 
 
@@ -249,10 +259,11 @@ class Storage:
                                         source=post.source)
         cur = await self.db.execute(
             "INSERT INTO posts(channel_id, message_id, text, has_media, date, first_seen, edit_date, views, "
-            "forwarded_from, reply_to, source, content_hash, search_meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT(channel_id, message_id) DO NOTHING",
+            "forwarded_from, reply_to, source, content_hash, search_meta, search_terms) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(channel_id, message_id) DO NOTHING",
             (cid, post.message_id, post.text, int(post.has_media), _ts(post.date), now, _ts(post.edit_date),
-             post.views, post.forwarded_from, post.reply_to, post.source, h, meta_tokens(post.channel)),
+             post.views, post.forwarded_from, post.reply_to, post.source, h,
+             meta_tokens(post.channel, _ts(post.date)), text_terms(post.text)),
         )
         if cur.rowcount == 1 and cur.lastrowid:
             pid = int(cur.lastrowid)
@@ -270,8 +281,8 @@ class Storage:
         if old_text == post.text:
             return IngestResult(pid, False, False)
         await self.db.execute(
-            "UPDATE posts SET text=?, content_hash=?, edit_date=?, state='new' WHERE id=?",
-            (post.text, h, _ts(post.edit_date) or now, pid),
+            "UPDATE posts SET text=?, content_hash=?, edit_date=?, state='new', search_terms=? WHERE id=?",
+            (post.text, h, _ts(post.edit_date) or now, text_terms(post.text), pid),
         )
         await self.db.execute(
             "INSERT INTO post_edits(post_id, text, content_hash, edit_date, seen_at) VALUES (?,?,?,?,?)",
@@ -301,13 +312,13 @@ class Storage:
                     c = post.classification
                     h = content_hash(post.text)
                     date = _ts(post.date)
-                    meta = meta_tokens(post.channel, post.lang, c.labels if c else (), bool(c and c.appeal))
+                    meta = meta_tokens(post.channel, date, post.lang, c.labels if c else (), bool(c and c.appeal))
                     cur = await self.db.execute(
                         "INSERT INTO posts(channel_id, message_id, text, date, first_seen, source, content_hash, lang, "
-                        "state, search_meta) VALUES (?,?,?,?,?,'export',?,?,?,?) "
+                        "state, search_meta, search_terms) VALUES (?,?,?,?,?,'export',?,?,?,?,?) "
                         "ON CONFLICT(channel_id, message_id) DO NOTHING",
                         (channel_ids[post.channel], post.message_id, post.text, date, date, h, post.lang,
-                         "done" if c else "new", meta))
+                         "done" if c else "new", meta, text_terms(post.text)))
                     if cur.rowcount != 1 or not cur.lastrowid:
                         continue
                     pid = int(cur.lastrowid)
@@ -365,14 +376,37 @@ class Storage:
                      c.addressee, json.dumps(list(c.reasons), ensure_ascii=False), now,
                      vec.astype(np.float16).tobytes() if vec is not None else None),
                 )
-                await self.db.execute(
-                    # keep the channel token (the first), replace the classification's tokens
-                    "UPDATE posts SET lang=?, lang_conf=?, state='classified', "
-                    "search_meta=substr(search_meta, 1, instr(search_meta || ' ', ' ') - 1) || ' ' || ? WHERE id=?",
-                    (c.lang, c.lang_confidence, " ".join(filter_tokens(c.lang, c.labels, c.appeal)), pid),
+                rows = await self._rows("SELECT search_meta FROM posts WHERE id=?", (pid,))
+                meta = reclassified_meta(str(rows[0][0]) if rows else "", c.lang, c.labels, c.appeal)
+                await self.db.execute(  # channel, month and repost tokens stay; the classification's are replaced
+                    "UPDATE posts SET lang=?, lang_conf=?, state='classified', search_meta=? WHERE id=?",
+                    (c.lang, c.lang_confidence, meta, pid),
                 )
 
         await self._tx(run)
+
+    async def classified_twins(self, post_ids: Sequence[int]) -> dict[int, tuple[Classification, np.ndarray | None]]:
+        """For each post whose exact text (same content hash) was classified before, that classification.
+
+        A repost or a redelivered copy then costs no model pass: the newest classified post
+        with the same hash lends its result and its search embedding.
+        """
+        if not post_ids:
+            return {}
+        marks = ",".join("?" * len(post_ids))
+        rows = await self._rows(
+            "SELECT p.id, cl.appeal, cl.score, cl.labels, cl.label_scores, cl.addressee, cl.reasons, o.lang, o.lang_conf, "
+            "cl.embedding FROM posts p JOIN posts o ON o.content_hash=p.content_hash AND o.id<>p.id "
+            "AND o.state IN ('classified','done') JOIN classifications cl ON cl.post_id=o.id "
+            f"WHERE p.id IN ({marks}) ORDER BY o.id", tuple(post_ids))
+        out: dict[int, tuple[Classification, np.ndarray | None]] = {}
+        for r in rows:  # ordered by the twin's id: the newest twin wins
+            c = Classification(
+                appeal=bool(r[1]), score=float(r[2]), labels=tuple(json.loads(r[3])), label_scores=json.loads(r[4]),
+                addressee=r[5], reasons=tuple(json.loads(r[6])), lang=r[7] or "other", lang_confidence=float(r[8] or 0.0))
+            vec = np.frombuffer(r[9], dtype=np.float16).astype(np.float32) if r[9] is not None else None
+            out[int(r[0])] = (c, vec)
+        return out
 
     async def save_language_only(self, post_id: int, lang: str, conf: float) -> None:
         await self.db.execute("UPDATE posts SET lang=?, lang_conf=?, state='skipped' WHERE id=?", (lang, conf, post_id))
@@ -434,6 +468,11 @@ class Storage:
             story_id = int(cur.lastrowid or 0)
         else:
             await self.db.execute("UPDATE stories SET posts=posts+1, last_seen=? WHERE id=?", (now, story_id))
+            # a repost: /search shows one row per story, and the index drops reposts before ranking
+            await self.db.execute(
+                "UPDATE posts SET search_meta = search_meta || ' ' || ? WHERE id=? AND id<>"
+                "(SELECT first_post_id FROM stories WHERE id=?) AND instr(' ' || search_meta || ' ', ' rp ')=0",
+                (REPOST_TOKEN, post_id, story_id))
         await self.db.execute("UPDATE posts SET story_id=? WHERE id=?", (story_id, post_id))
         return story_id
 
@@ -464,6 +503,27 @@ class Storage:
             "SELECT post_id, embedding FROM classifications WHERE appeal=1 AND embedding IS NOT NULL "
             "AND post_id>? ORDER BY post_id LIMIT ?", (after_id, limit))
         return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    async def vector_rows(self, *, ids: Sequence[int] | None = None, after_id: int = 0,
+                          limit: int = 20_000) -> list[VectorRow]:
+        """Stored search embeddings with what vector search filters on, by id or a page at a time in id order."""
+        select = (
+            "SELECT p.id, cl.embedding, p.date, p.lang, cl.labels, cl.appeal, p.channel_id, "
+            "(p.story_id IS NULL OR p.id=(SELECT first_post_id FROM stories s WHERE s.id=p.story_id)) "
+            "FROM posts p JOIN classifications cl ON cl.post_id=p.id WHERE cl.embedding IS NOT NULL "
+        )
+        if ids is not None:
+            if not ids:
+                return []
+            rows = await self._rows(select + f"AND p.id IN ({','.join('?' * len(ids))}) ORDER BY p.id", tuple(ids))
+        else:
+            rows = await self._rows(select + "AND p.id>? ORDER BY p.id LIMIT ?", (after_id, limit))
+        return [VectorRow(int(r[0]), bytes(r[1]), int(r[2]), r[3], tuple(json.loads(r[4] or "[]")), bool(r[5]),
+                          int(r[6]), bool(r[7])) for r in rows]
+
+    async def channel_id(self, key: str) -> int | None:
+        rows = await self._rows("SELECT id FROM channels WHERE key=?", (key,))
+        return int(rows[0][0]) if rows else None
 
     async def embedding_of(self, post_id: int) -> np.ndarray | None:
         rows = await self._rows("SELECT embedding FROM classifications WHERE post_id=?", (post_id,))
@@ -798,35 +858,88 @@ class Storage:
 
     # -- search and digests ----------------------------------------------------------------
 
+    SEARCH_WINDOW = 5_000  # the newest matches holding every word are ranked by relevance…
+    ANY_WORD_WINDOW = 1_000  # …and the newest of those holding only some (bench/research.py: 5,000 cost ~40 ms)
+    COMMON_SHARE = 0.05  # in the any-word pass, a word in more than this share of posts is left out…
+    COMMON_MIN_POSTS = 500  # …once the archive is big enough for that share to mean something
+
+    async def _date_tokens(self, q: SearchQuery) -> list[str] | None:
+        """Month tokens of the query's period, clipped to the archive's dates (None: no period; []: empty)."""
+        if q.since is None and q.until is None:
+            return None
+        rows = await self._rows("SELECT min(date), max(date) FROM posts")
+        if rows[0][0] is None:
+            return []
+        lo, hi = int(rows[0][0]), int(rows[0][1])
+        if q.since is not None:
+            lo = max(lo, _ts(q.since) or lo)
+        if q.until is not None:
+            hi = min(hi, _ts_end(q.until) - 1)
+        return month_tokens(lo, hi) if lo <= hi else []
+
     @staticmethod
-    def _match_expr(q: SearchQuery) -> str:
-        """The FTS5 expression: quoted words in the text, filters as tokens in search_meta."""
+    def _filter_expr(q: SearchQuery, months: list[str] | None) -> str:
+        """Filters as an FTS5 expression over ``search_meta`` (tokens, never user syntax)."""
         parts = []
-        words = quote_fts(q.words)
-        if words:
-            parts.append(f"text : ({words})")
         if q.lang:
-            parts.append(f"search_meta : lg{q.lang}")
+            parts.append(f"search_meta : {quote('lg' + q.lang)}")
         if q.labels:
-            parts.append("search_meta : (" + " OR ".join(f"lb{lbl}" for lbl in q.labels) + ")")
+            parts.append("search_meta : " + any_of([f"lb{lbl}" for lbl in q.labels]))
         if q.channel:
             parts.append(f"search_meta : ch{q.channel.encode().hex()}")
         if q.appeals_only:
             parts.append("search_meta : isappeal")
+        if months:
+            parts.append("search_meta : " + any_of(months))
         return " AND ".join(parts)
 
-    SEARCH_WINDOW = 5_000  # the newest matches are ranked by relevance
+    def _match_expr(self, q: SearchQuery, months: list[str] | None = None) -> str:
+        """Every word (by any of its terms) and every filter: what exports and counts use."""
+        words = [f"search_terms : {any_of(g)}" for g in query_terms(q.words)]
+        return " AND ".join(filter(None, [*words, self._filter_expr(q, months)]))
 
-    async def search(self, q: SearchQuery, *, limit: int = 5, offset: int = 0) -> tuple[list[StoredPost], int]:
-        """Ranked posts with highlighted snippets, one per story, plus the number of matches.
+    async def _common_groups(self, groups: list[tuple[str, ...]]) -> set[int]:
+        """Indexes of the query words so frequent that, alone, they would fill the window with noise."""
+        if len(groups) < 2:
+            return set()
+        rows = await self._rows("SELECT max(id) FROM posts")
+        n_posts = int(rows[0][0] or 0)
+        if n_posts < self.COMMON_MIN_POSTS:
+            return set()
+        tokens = {t: fold_token(t) for g in groups for t in g}
+        marks = ",".join("?" * len(set(tokens.values())))
+        counts = {str(r[0]): int(r[1]) for r in await self._rows(
+            f"SELECT term, doc FROM posts_vocab WHERE col='search_terms' AND term IN ({marks})",
+            tuple(set(tokens.values())))}
+        common = {i for i, g in enumerate(groups)
+                  if min(counts.get(tokens[t], 0) for t in g) > self.COMMON_SHARE * n_posts}
+        return common if len(common) < len(groups) else set()
 
-        Words and filters are one FTS5 query (filters are tokens in ``search_meta``), so a
-        million posts are searched through the index, never scanned. Very common words
-        match a large part of the archive; ranking all of them would cost seconds, and
-        monitors care about what is recent, so the newest ``SEARCH_WINDOW`` matches are
-        ranked (bm25, nudged by appeal score) and the count says "at least" when the
-        window filled up (``total >= SEARCH_WINDOW``).
+    async def _ranked_pass(self, match: str, cond: str, args: Sequence[Any], window: int) -> list[tuple[int, float]]:
+        """(id, sort key) of the newest ``window`` matches that pass ``cond``; lower key = better."""
+        rows = await self._rows(
+            f"SELECT m.id, m.r, COALESCE(cl.score, 0) FROM "
+            f"(SELECT rowid AS id, bm25(posts_fts, 1.0, 0.0) AS r FROM posts_fts WHERE posts_fts MATCH ? "
+            f"ORDER BY rowid DESC LIMIT {int(window)}) m CROSS JOIN posts p ON p.id=m.id "
+            f"LEFT JOIN classifications cl ON cl.post_id=p.id {cond}",
+            (match, *args),
+        )
+        return [(int(r[0]), float(r[1]) - 2 * float(r[2])) for r in rows]
+
+    async def search_ranking(self, q: SearchQuery) -> SearchRanking:
+        """Post ids ranked for ``q``, filters applied inside the index before the window is taken.
+
+        Ranking is BM25 over lemmas (``bot.storage.terms``) with OR semantics: posts holding
+        every word come first, then posts holding any (a very common word alone is not enough
+        once the archive is large). Each pass ranks its newest matches (``SEARCH_WINDOW``,
+        ``ANY_WORD_WINDOW``); the
+        date range, language, labels, channel and "one row per story" are in the FTS query
+        itself, so the window is taken among the posts that pass them, and ``capped`` says when
+        a window filled up. Without words the filtered posts come newest first.
         """
+        months = await self._date_tokens(q)
+        if months == []:
+            return SearchRanking([], 0, False, frozenset())
         where: list[str] = []
         args: list[Any] = []
         if q.since:
@@ -834,51 +947,62 @@ class Storage:
             args.append(_ts(q.since))
         if q.until:
             where.append("p.date<?")
-            args.append(_ts(q.until))
-        # one row per story: keep the first-seen post of each story
+            args.append(_ts_end(q.until))
         where.append("(p.story_id IS NULL OR p.id=(SELECT first_post_id FROM stories s WHERE s.id=p.story_id))")
         cond = "WHERE " + " AND ".join(where)
-        match = self._match_expr(q)
-        window = self.SEARCH_WINDOW
-        if match:
-            # One pass over the window: ids with their rank, filtered; Python orders them and
-            # only the page's rows are read in full.
-            ranked = bool(quote_fts(q.words))
-            cands = await self._rows(
-                f"SELECT m.id, m.r, COALESCE(cl.score, 0), p.date FROM "
-                f"(SELECT rowid AS id, bm25(posts_fts, 1.0, 0.0) AS r FROM posts_fts WHERE posts_fts MATCH ? "
-                f"ORDER BY rowid DESC LIMIT {window}) m CROSS JOIN posts p ON p.id=m.id "
-                f"LEFT JOIN classifications cl ON cl.post_id=p.id {cond}",
-                (match, *args),
-            )
-            total = len(cands)
-            if ranked:
-                order_key = sorted(cands, key=lambda c: c[1] - 2 * c[2])
-            else:
-                order_key = sorted(cands, key=lambda c: -c[3])
-            page_ids = [int(c[0]) for c in order_key[offset : offset + limit]]
-            if not page_ids:
-                return [], total
-            marks = ",".join("?" * len(page_ids))
-            by_id = {int(r["id"]): r for r in await self._rows(
-                f"{self._POST_SELECT} WHERE p.id IN ({marks})", tuple(page_ids))}
-            snippets = await self._snippets(match, page_ids) if ranked else {}
-            return [self._row_to_post(by_id[i], snippets.get(i)) for i in page_ids if i in by_id], total
-        total_rows = await self._rows(
-            f"SELECT COUNT(*) FROM (SELECT 1 FROM posts p {cond} LIMIT {window})", tuple(args))
-        rows = await self._rows(f"{self._POST_SELECT} {cond} ORDER BY p.date DESC LIMIT ? OFFSET ?",
-                                    (*args, limit, offset))
-        return [self._row_to_post(r) for r in rows], int(total_rows[0][0])
+        groups = query_terms(q.words)
+        filters = self._filter_expr(q, months)
+        terms = frozenset(t for g in groups for t in g)
+        if not groups and not filters:
+            rows = await self._rows(f"SELECT p.id FROM posts p {cond} ORDER BY p.date DESC, p.id DESC LIMIT ?",
+                                    (*args, self.SEARCH_WINDOW))
+            return SearchRanking([int(r[0]) for r in rows], len(rows), len(rows) >= self.SEARCH_WINDOW, terms)
 
-    async def _snippets(self, match: str, ids: list[int]) -> dict[int, str]:
-        """Highlighted snippets for one page only (snippet() is the costly part of FTS)."""
+        def expr(words: str) -> str:
+            body = " AND ".join(filter(None, [words, filters]))
+            return f"{body} NOT search_meta : {REPOST_TOKEN}"
+
+        if not groups:
+            rows = await self._rows(
+                f"SELECT p.id FROM (SELECT rowid AS id FROM posts_fts WHERE posts_fts MATCH ? ORDER BY rowid DESC "
+                f"LIMIT {self.SEARCH_WINDOW}) m CROSS JOIN posts p ON p.id=m.id {cond} ORDER BY p.date DESC, p.id DESC",
+                (expr(""), *args))
+            return SearchRanking([int(r[0]) for r in rows], len(rows), len(rows) >= self.SEARCH_WINDOW, terms)
+        every = " AND ".join(f"search_terms : {any_of(g)}" for g in groups)
+        first = await self._ranked_pass(expr(every), cond, args, self.SEARCH_WINDOW)
+        capped = len(first) >= self.SEARCH_WINDOW
+        ranked = [i for i, _ in sorted(first, key=lambda c: c[1])]
+        if len(groups) > 1:
+            common = await self._common_groups(groups)
+            alternatives = [t for i, g in enumerate(groups) if i not in common for t in g]
+            second = await self._ranked_pass(expr(f"search_terms : {any_of(alternatives)}"), cond, args,
+                                             self.ANY_WORD_WINDOW)
+            capped = capped or len(second) >= self.ANY_WORD_WINDOW
+            seen = set(ranked)
+            ranked += [i for i, _ in sorted(second, key=lambda c: c[1]) if i not in seen]
+        return SearchRanking(ranked, len(ranked), capped, terms)
+
+    async def posts_for(self, ids: Sequence[int], terms: Iterable[str] = ()) -> list[StoredPost]:
+        """The posts of one page, in the order given, each with a highlighted snippet when words matched."""
         if not ids:
-            return {}
+            return []
         marks = ",".join("?" * len(ids))
-        rows = await self._rows(
-            f"SELECT rowid, snippet(posts_fts, 0, '\x02', '\x03', '…', 24) FROM posts_fts "
-            f"WHERE posts_fts MATCH ? AND rowid IN ({marks})", (match, *ids))
-        return {int(r[0]): str(r[1]) for r in rows}
+        by_id = {int(r["id"]): r for r in await self._rows(f"{self._POST_SELECT} WHERE p.id IN ({marks})", tuple(ids))}
+        wanted = set(terms)
+        return [self._row_to_post(by_id[i], highlight_snippet(str(by_id[i]["text"]), wanted)) for i in ids if i in by_id]
+
+    async def search(self, q: SearchQuery, *, limit: int = 5, offset: int = 0) -> tuple[list[StoredPost], int]:
+        """One page of full-text results and the number of matches (see ``search_ranking``)."""
+        ranking = await self.search_ranking(q)
+        return await self.posts_for(ranking.ids[offset : offset + limit], ranking.terms), ranking.total
+
+    async def storage_bytes(self) -> dict[str, int]:
+        """Bytes on disk per table and index (dbstat), for "storage per post" in the benchmarks."""
+        try:
+            rows = await self._rows("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name")
+        except sqlite3.OperationalError:  # dbstat not compiled in
+            return {}
+        return {str(r[0]): int(r[1]) for r in rows}
 
     _EXPORT_SELECT = (
         "SELECT p.id, c.key AS channel, p.message_id, p.text, p.date, p.lang, p.content_hash, p.first_seen, "
@@ -891,7 +1015,7 @@ class Storage:
 
     def _export_filter(self, q: SearchQuery) -> tuple[list[str], list[Any]]:
         """An export's conditions on ``posts p`` (the same words and filters as /search) and their arguments."""
-        match = self._match_expr(q)
+        match = self._match_expr(q)  # dates are plain conditions here: an export reads every match anyway
         where: list[str] = []
         args: list[Any] = []
         if match:

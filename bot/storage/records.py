@@ -46,6 +46,30 @@ class SearchQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchRanking:
+    """Full-text search's answer before any post is read: ranked ids, how many, whether a window filled up."""
+
+    ids: list[int]
+    total: int
+    capped: bool
+    terms: frozenset[str]  # the query's terms, for highlighting
+
+
+@dataclass(frozen=True, slots=True)
+class VectorRow:
+    """A post's stored search embedding (float16 bytes) and the fields vector search filters on."""
+
+    post_id: int
+    embedding: bytes
+    date: int
+    lang: str | None
+    labels: tuple[str, ...]
+    appeal: bool
+    channel_id: int
+    story_first: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ArchivedPost:
     """A post already classified elsewhere, loaded in bulk (benchmark archives, archives moved in)."""
 
