@@ -143,9 +143,9 @@ def classify_all(classifier: Any, texts: Sequence[str], cache: Path | None, *, b
     for start in range(0, len(texts), batch):
         chunk = list(texts[start : start + batch])
         for s in classifier.score(chunk):  # what the pipeline stores: the classification and the search embedding
+            assert s.vector is not None  # score() gives every post its search embedding
             classes.append(s.classification)
-            vec = s.vector if s.vector is not None else classifier.embed([chunk[len(vecs) - start]])[0]
-            vecs.append(np.asarray(vec, dtype=np.float32))  # every post is searchable by meaning
+            vecs.append(np.asarray(s.vector, dtype=np.float32))
         if progress:
             print(f"  classified {len(classes)}/{len(texts)} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     vectors = np.stack(vecs)

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from bot.domain import StoredPost
-from bot.storage import SearchQuery, Storage, VectorRow
+from bot.storage import SearchQuery, Storage
 from bot.vector_index import VectorFilter, VectorIndex, VectorMeta
 
 # Chosen on the dev half of the judged query set (bench/retrieval.py): a small k lets either list's
@@ -34,47 +34,36 @@ CANDIDATES = 50
 MIN_SIMILARITY = 0.82
 
 
-def _meta(row: VectorRow) -> VectorMeta:
-    return VectorMeta(date=row.date, lang=row.lang, labels=row.labels, appeal=row.appeal,
-                      channel_id=row.channel_id, story_first=row.story_first)
-
-
-def _vector(row: VectorRow) -> np.ndarray:
-    return np.frombuffer(row.embedding, dtype=np.float16).astype(np.float32)
-
-
 async def load_index(index: VectorIndex, storage: Storage, chunk: int = 20_000) -> int:
     """Read every stored search embedding (at start-up), a page at a time."""
-    last = 0
-    while True:
-        rows = await storage.vector_rows(after_id=last, limit=chunk)
-        if not rows:
-            break
-        for row in rows:
-            if len(row.embedding) == index.dim * 2:
-                index.add(row.post_id, _vector(row), _meta(row))
-        last = rows[-1].post_id
+
+    async def pages() -> AsyncIterator[list[tuple[int, bytes, VectorMeta]]]:
+        last = 0
+        while rows := await storage.vector_rows(after_id=last, limit=chunk):
+            yield [(row.post_id, row.embedding, row.meta) for row in rows]
+            last = rows[-1].post_id
+
+    await index.load(pages())
     return len(index)
 
 
 async def index_posts(index: VectorIndex, storage: Storage, post_ids: Sequence[int]) -> None:
     """Add (or refresh) just-classified posts: the pipeline calls this after saving them."""
     for row in await storage.vector_rows(ids=list(post_ids)):
-        if len(row.embedding) != index.dim * 2:
-            continue
         if row.post_id in index:
-            index.update_meta(row.post_id, _meta(row))
+            index.update_meta(row.post_id, row.meta)
         else:
-            index.add(row.post_id, _vector(row), _meta(row))
+            index.extend([(row.post_id, row.embedding, row.meta)])  # a blob of the wrong size is skipped
 
 
 async def vector_filter(storage: Storage, q: SearchQuery) -> VectorFilter | None:
     """The query's filters for the vector index; None when a named channel is unknown (nothing can match)."""
     channel_id = None
     if q.channel:
-        channel_id = await storage.channel_id(q.channel)
-        if channel_id is None:
+        channel = await storage.channel_access(key=q.channel)
+        if channel is None:
             return None
+        channel_id = channel.id
     return VectorFilter(
         since=int(q.since.timestamp()) if q.since else None,
         until=math.ceil(q.until.timestamp()) if q.until else None,

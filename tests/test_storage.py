@@ -454,29 +454,7 @@ async def test_load_archive_stores_new_rows_and_skips_existing_ones(storage: Sto
     assert await storage.load_archive([]) == 0
 
 
-# -- filter_post_ids, stories, embeddings -------------------------------------------------------
-
-
-async def test_filter_post_ids_keeps_the_given_order_and_applies_filters(
-        storage: Storage, three_appeals: dict[str, int]) -> None:
-    a, b, c, d = (three_appeals[k] for k in "ABCD")
-    everything = SearchQuery()
-    assert await storage.filter_post_ids([c, a, d, b], everything) == [c, a, d, b]
-    assert await storage.filter_post_ids([c, 9999, a], everything) == [c, a]
-    assert await storage.filter_post_ids([], everything) == []
-    assert await storage.filter_post_ids([d, c, b, a], SearchQuery(lang="en")) == [d, c]
-    assert await storage.filter_post_ids([c, b, a], SearchQuery(labels=("pow", "surrender"))) == [c, a]
-    assert await storage.filter_post_ids([d, c, b, a], SearchQuery(channel="chan_one")) == [c, a]
-    assert await storage.filter_post_ids([a, b, c], SearchQuery(since=T0 + timedelta(days=1))) == [b, c]
-    assert await storage.filter_post_ids([c, b, a], SearchQuery(until=T0 + timedelta(days=1))) == [a]
-
-
-async def test_filter_post_ids_keeps_one_post_per_story(storage: Storage) -> None:
-    p1 = await store_classified(storage, "chan_one", 1, "Сдавайтесь!", classification())
-    p2 = await store_classified(storage, "chan_two", 1, "Сдавайтесь!", classification())
-    sid = await storage.assign_story(p1, None)
-    await storage.assign_story(p2, sid)
-    assert await storage.filter_post_ids([p2, p1], SearchQuery()) == [p1]
+# -- stories, embeddings -------------------------------------------------------------------------
 
 
 async def test_stories_read_back_what_was_stored(storage: Storage) -> None:
@@ -501,17 +479,22 @@ async def test_stories_read_back_what_was_stored(storage: Storage) -> None:
     assert total == 1 and [p.id for p in posts] == [p1]  # one row per story
 
 
-async def test_appeal_embeddings_page_through_appeals_with_vectors(storage: Storage) -> None:
+async def test_vector_rows_page_through_every_post_with_a_vector(storage: Storage) -> None:
     vecs = [np.full(4, i, dtype=np.float32) for i in range(4)]
     p1 = await store_classified(storage, "chan_one", 1, "Обращение 1", classification(), vec=vecs[1])
-    await store_classified(storage, "chan_one", 2, "Не обращение", classification((), appeal=False), vec=vecs[2])
+    p2 = await store_classified(storage, "chan_one", 2, "Не обращение", classification((), appeal=False), vec=vecs[2])
     await store_classified(storage, "chan_one", 3, "Обращение без вектора", classification())
-    p4 = await store_classified(storage, "chan_one", 4, "Обращение 4", classification(), vec=vecs[3])
-    got = await storage.appeal_embeddings()
-    assert [pid for pid, _ in got] == [p1, p4]
-    np.testing.assert_array_equal(np.frombuffer(got[0][1], dtype=np.float16), vecs[1].astype(np.float16))
-    assert [pid for pid, _ in await storage.appeal_embeddings(after_id=p1)] == [p4]
-    assert [pid for pid, _ in await storage.appeal_embeddings(limit=1)] == [p1]
+    p4 = await store_classified(storage, "chan_one", 4, "Обращение 4", classification(("pow",), lang="uk"), vec=vecs[3])
+    got = await storage.vector_rows()
+    assert [r.post_id for r in got] == [p1, p2, p4]  # appeals or not; only posts with a vector
+    np.testing.assert_array_equal(np.frombuffer(got[0].embedding, dtype=np.float16), vecs[1].astype(np.float16))
+    assert (got[0].meta.appeal, got[1].meta.appeal) == (True, False)
+    assert got[2].meta.labels == ("pow",) and got[2].meta.lang == "uk" and got[2].meta.story_first
+    assert got[2].meta.date == int(T0.timestamp()) and got[0].meta.channel_id == got[2].meta.channel_id
+    assert [r.post_id for r in await storage.vector_rows(after_id=p1)] == [p2, p4]
+    assert [r.post_id for r in await storage.vector_rows(limit=1)] == [p1]
+    assert [r.post_id for r in await storage.vector_rows(ids=[p4, p1 + 2, 99_999])] == [p4]
+    assert await storage.vector_rows(ids=[]) == []
     e4 = await storage.embedding_of(p4)
     assert e4 is not None and e4.tolist() == [3.0] * 4
     assert await storage.embedding_of(p1 + 2) is None  # classified without a vector

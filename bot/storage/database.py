@@ -33,6 +33,7 @@ from bot.storage.records import (
 )
 from bot.storage.schema import MIGRATIONS
 from bot.storage.terms import fold_token, highlight_snippet, query_terms, text_terms
+from bot.vector_index import VectorMeta
 from models.taxonomy import Classification
 
 
@@ -368,6 +369,9 @@ class Storage:
         now = int(time.time())
 
         async def run() -> None:
+            marks = ",".join("?" * len(items))
+            metas = {int(r[0]): str(r[1]) for r in await self._rows(
+                f"SELECT id, search_meta FROM posts WHERE id IN ({marks})", tuple(pid for pid, _, _ in items))}
             for pid, c, vec in items:
                 await self.db.execute(
                     "INSERT OR REPLACE INTO classifications(post_id, appeal, score, labels, label_scores, addressee, "
@@ -376,8 +380,7 @@ class Storage:
                      c.addressee, json.dumps(list(c.reasons), ensure_ascii=False), now,
                      vec.astype(np.float16).tobytes() if vec is not None else None),
                 )
-                rows = await self._rows("SELECT search_meta FROM posts WHERE id=?", (pid,))
-                meta = reclassified_meta(str(rows[0][0]) if rows else "", c.lang, c.labels, c.appeal)
+                meta = reclassified_meta(metas.get(pid, ""), c.lang, c.labels, c.appeal)
                 await self.db.execute(  # channel, month and repost tokens stay; the classification's are replaced
                     "UPDATE posts SET lang=?, lang_conf=?, state='classified', search_meta=? WHERE id=?",
                     (c.lang, c.lang_confidence, meta, pid),
@@ -497,13 +500,6 @@ class Storage:
 
     # -- embeddings ---------------------------------------------------------------------------
 
-    async def appeal_embeddings(self, after_id: int = 0, limit: int = 20_000) -> list[tuple[int, bytes]]:
-        """Stored appeal embeddings in post-id order, a page at a time (the vector index loads them)."""
-        rows = await self._rows(
-            "SELECT post_id, embedding FROM classifications WHERE appeal=1 AND embedding IS NOT NULL "
-            "AND post_id>? ORDER BY post_id LIMIT ?", (after_id, limit))
-        return [(int(r[0]), bytes(r[1])) for r in rows]
-
     async def vector_rows(self, *, ids: Sequence[int] | None = None, after_id: int = 0,
                           limit: int = 20_000) -> list[VectorRow]:
         """Stored search embeddings with what vector search filters on, by id or a page at a time in id order."""
@@ -518,47 +514,15 @@ class Storage:
             rows = await self._rows(select + f"AND p.id IN ({','.join('?' * len(ids))}) ORDER BY p.id", tuple(ids))
         else:
             rows = await self._rows(select + "AND p.id>? ORDER BY p.id LIMIT ?", (after_id, limit))
-        return [VectorRow(int(r[0]), bytes(r[1]), int(r[2]), r[3], tuple(json.loads(r[4] or "[]")), bool(r[5]),
-                          int(r[6]), bool(r[7])) for r in rows]
-
-    async def channel_id(self, key: str) -> int | None:
-        rows = await self._rows("SELECT id FROM channels WHERE key=?", (key,))
-        return int(rows[0][0]) if rows else None
+        return [VectorRow(int(r[0]), bytes(r[1]), VectorMeta(date=int(r[2]), lang=r[3], labels=tuple(json.loads(r[4] or "[]")),
+                                                             appeal=bool(r[5]), channel_id=int(r[6]), story_first=bool(r[7])))
+                for r in rows]
 
     async def embedding_of(self, post_id: int) -> np.ndarray | None:
         rows = await self._rows("SELECT embedding FROM classifications WHERE post_id=?", (post_id,))
         if not rows or rows[0][0] is None:
             return None
         return np.frombuffer(rows[0][0], dtype=np.float16).astype(np.float32)
-
-    async def filter_post_ids(self, ids: Sequence[int], q: SearchQuery) -> list[int]:
-        """Keep the ids that pass /search's filters (one per story), in the order given."""
-        if not ids:
-            return []
-        where = [f"p.id IN ({','.join('?' * len(ids))})"]
-        args: list[object] = list(ids)
-        if q.lang:
-            where.append("p.lang=?")
-            args.append(q.lang)
-        if q.channel:
-            where.append("c.key=?")
-            args.append(q.channel)
-        if q.labels:
-            marks = ",".join("?" * len(q.labels))
-            where.append(f"EXISTS (SELECT 1 FROM json_each(cl.labels) WHERE value IN ({marks}))")
-            args.extend(q.labels)
-        if q.since:
-            where.append("p.date>=?")
-            args.append(int(q.since.timestamp()))
-        if q.until:
-            where.append("p.date<?")
-            args.append(int(q.until.timestamp()))
-        where.append("(p.story_id IS NULL OR p.id=(SELECT first_post_id FROM stories s WHERE s.id=p.story_id))")
-        rows = await self._rows(
-            "SELECT p.id FROM posts p JOIN channels c ON c.id=p.channel_id "
-            f"LEFT JOIN classifications cl ON cl.post_id=p.id WHERE {' AND '.join(where)}", args)
-        keep = {int(r[0]) for r in rows}
-        return [i for i in ids if i in keep]
 
     async def channel_appeals(self, channel: str) -> list[tuple[str | None, tuple[str, ...]]]:
         """(language, labels) of every appeal of one channel: the import summary counts them."""

@@ -8,6 +8,7 @@ from datetime import datetime
 import numpy as np
 
 from bot.domain import Filters
+from bot.vector_index import VectorMeta
 from models.taxonomy import Classification
 
 
@@ -61,12 +62,7 @@ class VectorRow:
 
     post_id: int
     embedding: bytes
-    date: int
-    lang: str | None
-    labels: tuple[str, ...]
-    appeal: bool
-    channel_id: int
-    story_first: bool
+    meta: VectorMeta
 
 
 @dataclass(frozen=True, slots=True)
