@@ -15,17 +15,26 @@ delivery latency (post injected → the successful sendMessage).
     .venv/bin/python bench/latency.py --rate 10 --chats 100 --seconds 30
     .venv/bin/python bench/latency.py --rate 10 --chats 100 --appeal-share 0.05 --fail-share 0.2
     .venv/bin/python bench/latency.py --rate 10 --chats 100 --appeal-share 0.05 --real-length
+    .venv/bin/python bench/latency.py --rate 10 --chats 100 --appeal-share 0.05 --postgres URL --workers 1
+
+``--postgres URL`` stores into a fresh schema of that PostgreSQL database instead of SQLite; with
+``--workers N`` the bot leaves classification to N ``appealwatch worker`` processes (the
+scale-out topology, ``[pipeline] classify_in_bot = false``), whose model load is not timed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import os
 import random
 import re
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -66,7 +75,7 @@ async def main_async(args: argparse.Namespace) -> None:
         others = [e.text for e in ex if not e.appeal]
     n_posts = int(args.rate * args.seconds)
     texts = [rng.choice(appeals) if rng.random() < args.appeal_share else rng.choice(others) for _ in range(n_posts)]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as cleanup:
         async with LocalBotAPI() as api:
             cfg = dataclasses.replace(
                 cfg0,
@@ -74,6 +83,14 @@ async def main_async(args: argparse.Namespace) -> None:
                                         max_messages_per_second=0),
                 storage=dataclasses.replace(cfg0.storage, path=Path(tmp) / "bench.sqlite3"),
             )
+            if args.postgres:
+                url = await _fresh_schema(args.postgres)
+                cleanup.callback(lambda: asyncio.run(_drop_schema(args.postgres, url)))
+                cfg = dataclasses.replace(cfg, storage=dataclasses.replace(cfg.storage, url=url),
+                                          pipeline=dataclasses.replace(cfg.pipeline, classify_in_bot=args.workers == 0))
+                if args.workers:
+                    procs = _start_workers(url, args.workers, cfg.model.cache_dir, Path(tmp))
+                    cleanup.callback(_stop_workers, procs)
             app = build_application(cfg, classifier=clf, start_sources=False)
             await start_bot(app)
             try:
@@ -129,6 +146,51 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"resident memory at the end: {rss:.0f} MiB; peak RSS {peak:.0f} MiB (bot + local Bot API in one process)")
 
 
+async def _fresh_schema(url: str) -> str:
+    import asyncpg
+
+    schema = f"latency_{int(time.time())}"
+    conn = await asyncpg.connect(url)
+    await conn.execute(f"CREATE SCHEMA {schema}")
+    await conn.close()
+    return url + ("&" if "?" in url else "?") + f"search_path={schema}"
+
+
+async def _drop_schema(url: str, schema_url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    await conn.execute(f"DROP SCHEMA {schema_url.rsplit('search_path=', 1)[1]} CASCADE")
+    await conn.close()
+
+
+def _start_workers(url: str, n: int, cache: Path, tmp: Path) -> list[subprocess.Popen[bytes]]:
+    """``appealwatch worker`` processes sharing the cores; returns once each has loaded its model."""
+    config = tmp / "worker.toml"
+    config.write_text(f'[storage]\nurl = "{url}"\n[pipeline]\nclassify_in_bot = false\nworker_polls = false\n'
+                      f'[model]\ncache_dir = "{cache}"\nthreads = {max(1, 2 // n)}\n', encoding="utf-8")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    logs = [tmp / f"worker{i}.log" for i in range(n)]
+    procs = []
+    for i, log in enumerate(logs):
+        with log.open("wb") as out:
+            procs.append(subprocess.Popen([sys.executable, "-m", "bot", "worker", "--config", str(config), "--name", f"w{i}"],
+                                          stdout=out, stderr=subprocess.STDOUT, env=env))
+    deadline = time.monotonic() + 300
+    while not all("classifying for" in log.read_text(errors="replace") for log in logs):
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise RuntimeError("workers did not start: " + " | ".join(log.read_text(errors="replace")[-500:] for log in logs))
+        time.sleep(0.2)
+    return procs
+
+
+def _stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(60)
+
+
 async def _undelivered(app: AnyApp, timeout: float) -> int:
     """Alert claims still pending, after waiting up to ``timeout`` s for the sweep to send them."""
     storage = services_of(app).storage
@@ -148,6 +210,8 @@ def main() -> None:
     ap.add_argument("--appeal-share", type=float, default=0.2)
     ap.add_argument("--real-length", action="store_true",
                     help="real channel posts and real-style appeals instead of the short hand-written posts")
+    ap.add_argument("--postgres", metavar="URL", help="store into a fresh schema of this PostgreSQL database")
+    ap.add_argument("--workers", type=int, default=0, help="with --postgres: classify in N worker processes")
     ap.add_argument("--fail-share", type=float, default=0.0,
                     help="share of sendMessage calls answered with a transient 502 (retried by the bot)")
     asyncio.run(main_async(ap.parse_args()))

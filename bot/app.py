@@ -30,7 +30,9 @@ from bot.shell.adapter import TelegramSender
 from bot.shell.context import SERVICES_KEY, BotContext
 from bot.shell.jobs import schedule_all
 from bot.storage import Storage
-from bot.vector_index import VectorIndex, sqlite_vector_fetcher
+from bot.storage.factory import storage_for
+from bot.storage.postgres import CHANNEL_CLASSIFIED
+from bot.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,9 @@ async def _register_config_channels(app: AnyApp, services: Services) -> None:
 
 def _start_web_source(app: AnyApp, services: Services) -> None:
     """Poll the t.me/s preview of watched channels the bot is not an admin of."""
-    from bot.sources.webpreview import WebPreviewSettings, WebPreviewSource
+    from bot.sources.webpreview import WebPreviewSource
+    from bot.sources.webpreview.settings import channel_lease, web_settings
+    from bot.worker import default_worker_name
 
     web = services.config.sources.web
 
@@ -76,16 +80,17 @@ def _start_web_source(app: AnyApp, services: Services) -> None:
                 except TelegramError:
                     log.info("could not tell admin %s about @%s", admin, channel)
 
-    settings = WebPreviewSettings(
-        base_url=web.base_url, min_interval=web.min_interval, max_interval=web.max_interval,
-        initial_interval=min(max(web.min_interval, 300.0), web.max_interval),
-        requests_per_second=web.requests_per_second, backfill_limit=max(1, web.backfill_limit),
-    )
+    settings = web_settings(web)
     source = WebPreviewSource(services.pipeline, settings, on_unavailable=unavailable)
     services.web_source = source
+    storage = services.storage
+    cluster = not services.config.pipeline.classify_in_bot
+    owner = f"bot:{default_worker_name()}"
 
     async def channels() -> list[str]:
-        return await services.storage.watched_channels("web")
+        if cluster:  # workers poll too: this process takes its share of the channels (Storage.lease_channels)
+            return await storage.lease_channels(owner, lease=channel_lease(settings))
+        return await storage.watched_channels("web")
 
     # Not app.create_task: Application.stop() would wait forever for this endless loop.
     services.background.append(asyncio.get_running_loop().create_task(source.run(channels), name="web-preview"))
@@ -104,13 +109,35 @@ async def _recover(storage: Storage) -> DowntimeReport:
     return DowntimeReport(down_since, now)
 
 
+async def _take_from_workers(storage: Storage, pipeline: Pipeline, services: Services) -> None:
+    """Workers classify ([pipeline] classify_in_bot = false): their NOTIFY hands the posts to the pipeline at once
+    (stories, search index, alerts); the healing sweep takes any whose notification was missed."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[int]] = set()
+
+    def done(task: asyncio.Task[int]) -> None:
+        pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("taking classified posts failed; the healing sweep retries them", exc_info=task.exception())
+
+    def classified(payload: str) -> None:
+        ids = [int(x) for x in payload.split(",") if x.strip().isdigit()]
+        if ids:
+            task = loop.create_task(pipeline.take_classified(ids), name="take-classified")
+            pending.add(task)
+            task.add_done_callback(done)
+
+    await storage.listen(CHANNEL_CLASSIFIED, classified)
+    log.info("classification is left to `appealwatch worker` processes (%s)", storage.describe())
+
+
 def build_application(config: Config, *, classifier: Any = None, start_sources: bool = True) -> AnyApp:
     if not config.telegram.token:
         raise ValueError("no bot token: set TELEGRAM_BOT_TOKEN or [telegram] token")
 
     async def post_init(app: AnyApp) -> None:
         # with admins configured, a channel that adds the bot waits for their approval (bot.access)
-        storage = Storage(config.storage.path, channels_need_approval=bool(config.access.admins))
+        storage = storage_for(config.storage, channels_need_approval=bool(config.access.admins))
         await storage.open()
         downtime = await _recover(storage)
         clf = classifier
@@ -125,7 +152,7 @@ def build_application(config: Config, *, classifier: Any = None, start_sources: 
         )
         # exact re-ranking reads float16 vectors from the database: ~235 B a post in memory (bot.vector_index)
         vectors = VectorIndex(int(getattr(getattr(clf, "encoder", None), "dim", 384)),
-                              fetch_vectors=sqlite_vector_fetcher(str(config.storage.path)))
+                              fetch_vectors=storage.vector_fetcher())
         loaded = await load_index(vectors, storage)
         log.info("search index: %d posts, %.0f MB", loaded, vectors.memory_bytes() / 2**20)
 
@@ -133,11 +160,14 @@ def build_application(config: Config, *, classifier: Any = None, start_sources: 
             await index_posts(vectors, storage, post_ids)
 
         pipeline = Pipeline(storage, clf, alerts=ApprovedChannelsOnly(storage, dispatcher), batch_size=config.model.batch_size,
-                            story_window=timedelta(hours=config.alerts.story_window_hours), on_classified=index_classified)
+                            story_window=timedelta(hours=config.alerts.story_window_hours), on_classified=index_classified,
+                            classify=config.pipeline.classify_in_bot)
         services = Services(config=config, storage=storage, pipeline=pipeline, alerts=dispatcher, classifier=clf,
                             vectors=vectors, downtime=downtime)
         app.bot_data[SERVICES_KEY] = services
         pipeline.start()
+        if not config.pipeline.classify_in_bot:
+            await _take_from_workers(storage, pipeline, services)
         from handlers.menu import bot_commands
 
         await app.bot.set_my_commands(bot_commands())

@@ -45,6 +45,20 @@ class TelegramConfig:
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     path: Path = field(default_factory=lambda: Path(user_data_dir("appealwatch")) / "appealwatch.sqlite3")
+    # a libpq URL (postgresql://user@host/db): PostgreSQL instead of the SQLite file; the password may
+    # come from $APPEALWATCH_DATABASE_URL (which overrides the file) or libpq's own PGPASSWORD / .pgpass
+    url: str | None = None
+    pool_size: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    # false: `appealwatch run` stores posts and sends alerts; `appealwatch worker` processes classify
+    classify_in_bot: bool = True
+    worker_batch: int = 16  # posts a worker claims at once
+    lease: timedelta = timedelta(minutes=2)  # a claim not finished by then goes to another worker
+    poll: float = 5.0  # a worker's idle check (LISTEN/NOTIFY wakes it at once; this finds expired leases)
+    worker_polls: bool = True  # workers also poll their share of the web-preview channels
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +135,7 @@ class Config:
     digest: DigestConfig = field(default_factory=DigestConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sources: SourcesConfig = field(default_factory=SourcesConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     source_file: Path | None = None
 
 
@@ -199,7 +214,7 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
             raise ConfigError(f"{file}: no such file (copy config.example.toml to start)") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
-    known = {"telegram", "storage", "access", "alerts", "digest", "model", "sources"}
+    known = {"telegram", "storage", "access", "alerts", "digest", "model", "sources", "pipeline"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{file}: unknown table(s) {sorted(unknown)}; expected {sorted(known)}")
@@ -221,8 +236,29 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
 
     s = _Table(raw.get("storage", {}), "storage", file)
     spath = s.take("path", str, None)
-    storage = StorageConfig(path=Path(spath).expanduser()) if spath else StorageConfig()
+    url = env.get("APPEALWATCH_DATABASE_URL") or s.take("url", str, None) or None
+    s.data.pop("url", None)
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{file}: [storage] url: expected a PostgreSQL URL (postgresql://user@host/db), got {url!r}")
+    if url is not None and spath:
+        raise ConfigError(f"{file}: [storage] path and url: choose one (path: SQLite file; url: PostgreSQL)")
+    pool = int(s.number("pool_size", 10, 1, 500))
+    storage = StorageConfig(path=Path(spath).expanduser(), url=url, pool_size=pool) if spath else StorageConfig(url=url,
+                                                                                                            pool_size=pool)
     s.finish()
+
+    pl = _Table(raw.get("pipeline", {}), "pipeline", file)
+    pipeline = PipelineConfig(
+        classify_in_bot=pl.take("classify_in_bot", bool, True),
+        worker_batch=int(pl.number("worker_batch", 16, 1, 512)),
+        lease=pl.duration("lease", "2m", timedelta(seconds=5), timedelta(hours=6)),
+        poll=pl.number("poll", 5.0, 0.1, 3600.0),
+        worker_polls=pl.take("worker_polls", bool, True),
+    )
+    pl.finish()
+    if not pipeline.classify_in_bot and storage.url is None:
+        raise ConfigError(f"{file}: [pipeline] classify_in_bot = false needs [storage] url (PostgreSQL): "
+                          "the bot and its workers share posts through it")
 
     a = _Table(raw.get("access", {}), "access", file)
     export = a.take("export", str, "admins")
@@ -301,7 +337,7 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
     src.finish()
 
     return Config(telegram=telegram, storage=storage, access=access, alerts=alerts, digest=digest,
-                  model=model, sources=sources, source_file=Path(path) if path else None)
+                  model=model, sources=sources, pipeline=pipeline, source_file=Path(path) if path else None)
 
 
 assert len(LABELS) == 6

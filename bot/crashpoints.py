@@ -8,7 +8,8 @@ with SIGKILL: no cleanup, no flush, like a power cut. Without the variable (alwa
 tests) a crash point costs one comparison.
 
 Points: ``alert_claimed`` (a fan-out's claims are committed, nothing sent), ``alert_sent`` (a
-send returned, its outcome not yet recorded), ``alert_recorded`` (an outcome was recorded).
+send returned, its outcome not yet recorded), ``alert_recorded`` (an outcome was recorded),
+``worker_scored`` (a worker classified its batch and wrote nothing).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import signal
 
 ENV = "APPEALWATCH_CRASH_AT"
-POINTS = ("alert_claimed", "alert_sent", "alert_recorded")
+POINTS = ("alert_claimed", "alert_sent", "alert_recorded", "worker_scored")
 
 log = logging.getLogger(__name__)
 

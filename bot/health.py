@@ -28,6 +28,9 @@ async def delivery_status(storage: Storage, alerts: AlertStats, pipeline: Pipeli
         f"after a crash or a pause, {alerts.history} appeals too old to alert; "
         f"{pipeline.retries} classifications retried",
     ]
+    waiting, held = await storage.queue_depth()
+    if waiting:  # posts stored, not yet classified: with workers ([pipeline] classify_in_bot = false), their backlog
+        lines.append(f"classification queue: {waiting} posts waiting, {held} of them claimed by a worker right now")
     lines += await _failed_posts(storage)
     return "\n".join(lines)
 

@@ -89,8 +89,48 @@ class HealingPolicy:
 STORE_ATTEMPTS = 4  # a busy database (another process's checkpoint) is retried; storing must not fail
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredPosts:
+    items: list[tuple[int, Classification, np.ndarray | None]]  # (post id, result, search vector)
+    reused: int  # of those, reposts that borrowed a classified twin's result
+    model_passes: int  # 0 or 1
+
+
+async def score_stored(storage: Storage, scorer: Scorer, post_ids: Sequence[int], executor: ThreadPoolExecutor) -> ScoredPosts:
+    """Classify stored posts by id (the bot's pipeline and ``appealwatch worker`` share this). Writes nothing.
+
+    No work twice: a repost (same content hash as a post classified before) borrows that
+    post's classification and search embedding instead of a model pass. A twin stored
+    without an embedding (classified when only appeals got one) is classified again, so
+    that every post reaches the search index. Copies within the batch are scored once.
+    """
+    texts = await storage.post_texts(list(dict.fromkeys(post_ids)))
+    ids = list(texts)
+    if not ids:
+        return ScoredPosts([], 0, 0)
+    twins = {pid: twin for pid, twin in (await storage.classified_twins(ids)).items() if twin[1] is not None}
+    fresh = [pid for pid in ids if pid not in twins]
+    results: dict[int, tuple[Classification, np.ndarray | None]] = dict(twins)
+    passes = 0
+    if fresh:
+        unique = list(dict.fromkeys(texts[pid] for pid in fresh))
+        scored = await asyncio.get_running_loop().run_in_executor(executor, scorer.score, unique)
+        passes = 1
+        by_text = {text: (s.classification, s.vector) for text, s in zip(unique, scored, strict=True)}
+        for pid in fresh:
+            results[pid] = by_text[texts[pid]]
+    items = []
+    for pid in ids:
+        c, vector = results[pid]
+        if c.lang == "other" and c.lang_confidence == 0.0:
+            lang, conf = detect_language(texts[pid])
+            c = dataclasses.replace(c, lang=lang, lang_confidence=conf)
+        items.append((pid, c, vector))
+    return ScoredPosts(items, len(twins), passes)
 
 
 class Pipeline:
@@ -109,6 +149,7 @@ class Pipeline:
         on_classified: Callable[[list[int]], Awaitable[None]] | None = None,
         healing: HealingPolicy | None = None,
         hand_off: bool = False,
+        classify: bool = True,
     ) -> None:
         self.storage = storage
         self.scorer = scorer
@@ -121,6 +162,9 @@ class Pipeline:
         self.healing = healing or HealingPolicy()
         # hand_off: classified posts stay 'classified' for the running bot to fan out (appealwatch reprocess)
         self.hand_off = hand_off
+        # classify=False ([pipeline] classify_in_bot = false): 'new' posts are left to `appealwatch worker`
+        # processes; their results come back through take_classified
+        self.classify = classify
         self.stats = PipelineStats()
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -180,7 +224,8 @@ class Pipeline:
             # media without text: stored (and searchable by channel/date), nothing to classify
             await self.storage.save_language_only(post_id, "other", 0.0)
             return
-        self._enqueue(post_id)
+        if self.classify:
+            self._enqueue(post_id)
 
     async def ingest_and_wait(self, post: IncomingPost, timeout: float = 120.0, *, answered_chat: int | None = None) -> int:
         """Store one post and wait until it is classified (a user forwarded it and waits).
@@ -196,14 +241,14 @@ class Pipeline:
         if result.is_new or result.edited or (await self.storage.get_post(result.post_id)) is None:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(result.post_id, []).append(waiter)
-            self._enqueue(result.post_id)
+            self._request(result.post_id)
             await asyncio.wait_for(waiter, timeout)
         else:
             post_row = await self.storage.get_post(result.post_id)
             if post_row is not None and post_row.appeal is None:
                 waiter = asyncio.get_running_loop().create_future()
                 self._waiters.setdefault(result.post_id, []).append(waiter)
-                self._enqueue(result.post_id)
+                self._request(result.post_id)
                 await asyncio.wait_for(waiter, timeout)
         return result.post_id
 
@@ -226,6 +271,11 @@ class Pipeline:
                 del self._active[pid]
         if not self._active:
             self._idle.set()
+
+    def _request(self, post_id: int) -> None:
+        """Classify this post: here, or (classify=False) it is already in the workers' queue."""
+        if self.classify:
+            self._enqueue(post_id)
 
     def _enqueue(self, post_id: int) -> None:
         self._hold(post_id)
@@ -264,7 +314,7 @@ class Pipeline:
 
     async def resume(self) -> int:
         """Finish posts a crash interrupted: classify the 'new', fan out the 'classified'."""
-        picked = self._pick_up(await self.storage.unfinished_posts())
+        picked = await self._pick_up_all(await self.storage.unfinished_posts())
         if picked:
             log.info("resumed %d unfinished posts", picked)
         return picked
@@ -275,7 +325,7 @@ class Pipeline:
         They are posts a handler stored before it failed, fan-outs that raised, posts another
         process (``appealwatch reprocess``) classified. Returns how many were picked up.
         """
-        picked = self._pick_up(await self.storage.stalled_posts(datetime.now(UTC) - self.healing.stall))
+        picked = await self._pick_up_all(await self.storage.stalled_posts(datetime.now(UTC) - self.healing.stall))
         if picked:
             log.warning("picked up %d stalled posts", picked)
         return picked
@@ -283,15 +333,24 @@ class Pipeline:
     async def retry_failed(self) -> list[int]:
         """Queue every post in state 'error' again (``appealwatch reprocess``); returns their ids."""
         ids = [f.id for f in await self.storage.failed_posts()]
+        if not self.classify:
+            await self.storage.requeue(ids)  # the workers take them again
+            return ids
         self._failing.update(ids)
         for pid in ids:
             if pid not in self._active:
                 self._enqueue(pid)
         return ids
 
+    async def _pick_up_all(self, rows: Sequence[tuple[int, str]]) -> int:
+        """``_pick_up``; without classification here, 'classified' posts are a worker's and go to take_classified."""
+        if self.classify:
+            return self._pick_up(rows)
+        return await self.take_classified([pid for pid, state in rows if state == "classified"])
+
     def _pick_up(self, rows: Sequence[tuple[int, str]]) -> int:
         """Queue 'new' posts for classification and 'classified' ones for the fan-out (unless already ours)."""
-        fresh = [(pid, state) for pid, state in rows if pid not in self._active]
+        fresh = [(pid, state) for pid, state in rows if pid not in self._active and (self.classify or state != "new")]
         classified = [pid for pid, state in fresh if state == "classified"]
         for pid, state in fresh:
             if state == "new":
@@ -340,9 +399,9 @@ class Pipeline:
             raise
         except Exception as exc:
             if len(ids) == 1:
-                log.warning("classifying post %d failed: %s", ids[0], _reason(exc), exc_info=True)
-                return [], {ids[0]: _reason(exc)}
-            log.warning("a batch of %d posts failed (%s); classifying them one by one", len(ids), _reason(exc))
+                log.warning("classifying post %d failed: %s", ids[0], failure_reason(exc), exc_info=True)
+                return [], {ids[0]: failure_reason(exc)}
+            log.warning("a batch of %d posts failed (%s); classifying them one by one", len(ids), failure_reason(exc))
         done: list[int] = []
         failed: dict[int, str] = {}
         for pid in ids:
@@ -413,45 +472,55 @@ class Pipeline:
                 self._release(ids)
 
     async def _process(self, post_ids: list[int]) -> list[int]:
-        texts = await self.storage.post_texts(list(dict.fromkeys(post_ids)))
-        ids = list(texts)
-        if not ids:
+        scored = await score_stored(self.storage, self.scorer, post_ids, self._executor)
+        if not scored.items:
             return []
-        # No work twice: a repost (same content hash as a post classified before) borrows that
-        # post's classification and search embedding instead of a model pass. A twin stored
-        # without an embedding (classified when only appeals got one) is classified again,
-        # so that every post reaches the search index.
-        twins = {pid: twin for pid, twin in (await self.storage.classified_twins(ids)).items() if twin[1] is not None}
-        fresh = [pid for pid in ids if pid not in twins]
-        results: dict[int, tuple[Classification, np.ndarray | None]] = dict(twins)
-        if fresh:
-            unique = list(dict.fromkeys(texts[pid] for pid in fresh))  # copies within this batch: one pass
-            loop = asyncio.get_running_loop()
-            scored = await loop.run_in_executor(self._executor, self.scorer.score, unique)
-            self.stats.batches += 1
-            by_text = {text: (s.classification, s.vector) for text, s in zip(unique, scored, strict=True)}
-            for pid in fresh:
-                results[pid] = by_text[texts[pid]]
-        self.stats.classified += len(ids)
-        self.stats.reused += len(twins)
-        items = []
-        for pid in ids:
-            c, vector = results[pid]
-            if c.lang == "other" and c.lang_confidence == 0.0:
-                lang, conf = detect_language(texts[pid])
-                c = dataclasses.replace(c, lang=lang, lang_confidence=conf)
-            items.append((pid, c, vector))
-        await self.storage.save_classifications(items)
-        appeals = [(pid, vec) for pid, c, vec in items if c.appeal and vec is not None]
-        self.stats.appeals += sum(1 for _, c, _ in items if c.appeal)
-        for pid, vec in appeals:
-            await self._assign_story(pid, vec)
+        self.stats.batches += scored.model_passes
+        self.stats.classified += len(scored.items)
+        self.stats.reused += scored.reused
+        await self.storage.save_classifications(scored.items)
+        await self._classified([(pid, c.appeal, vec) for pid, c, vec in scored.items])
+        return [pid for pid, _, _ in scored.items]
+
+    async def _classified(self, posts: Sequence[tuple[int, bool, np.ndarray | None]]) -> None:
+        """After classification, wherever it ran: stories for the appeals, search vectors into the index."""
+        self.stats.appeals += sum(1 for _, appeal, _ in posts if appeal)
+        for pid, appeal, vec in posts:
+            if appeal and vec is not None:
+                await self._assign_story(pid, vec)
         if self.on_classified is not None:
             try:
-                await self.on_classified([pid for pid, _, vec in items if vec is not None])
+                await self.on_classified([pid for pid, _, vec in posts if vec is not None])
             except Exception:  # the index is rebuilt from storage at the next start; alerts must not wait for it
-                log.exception("adding %d posts to the search index failed", len(items))
-        return ids
+                log.exception("adding %d posts to the search index failed", len(posts))
+
+    # -- classification in worker processes ([pipeline] classify_in_bot = false) ----------------
+
+    async def take_classified(self, post_ids: Sequence[int]) -> int:
+        """Posts a worker process classified: group into stories, index, fan out (as ``_process`` would).
+
+        Called when a worker's NOTIFY arrives, and by the healing sweep for any it missed; a
+        post this process already works on, or no longer 'classified', is left alone.
+        Returns how many were taken.
+        """
+        ids = [pid for pid in dict.fromkeys(post_ids) if pid not in self._active]
+        ids = await self.storage.posts_in_state(ids, "classified")
+        if not ids:
+            return 0
+        for pid in ids:
+            self._hold(pid)
+        try:
+            rows = {r.post_id: r for r in await self.storage.vector_rows(ids=ids)}
+            await self._classified([(pid, rows[pid].meta.appeal if pid in rows else False,
+                                     np.frombuffer(rows[pid].embedding, dtype=np.float16).astype(np.float32)
+                                     if pid in rows else None) for pid in ids])
+        except Exception:
+            self._release(ids)
+            raise
+        self.stats.classified += len(ids)
+        self._wake_waiters(ids)
+        self._dispatch_queue.put_nowait(ids)
+        return len(ids)
 
     async def _assign_story(self, post_id: int, vector: np.ndarray) -> None:
         """Exact copies (same normalised text) or near-copies/translations (cosine) share a story."""

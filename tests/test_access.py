@@ -402,7 +402,7 @@ async def test_an_admins_relabel_beats_users_feedback_before_and_after(
         await press(api, USER, alert, f"fb:no:{post.id}")  # later than the admin's, still loses
         verdicts = [(r["verdict"], bool(r["by_admin"])) for r in await storage.feedback_rows()]
         assert verdicts == [("correct", False), ("not_appeal", False), ("relabel", True)]
-        [example] = await feedback_examples(storage.path)  # what `appealwatch train --with-feedback` learns
+        [example] = await feedback_examples(storage.sqlite_path)  # what `appealwatch train --with-feedback` learns
         assert example.labels == ("pow",) and example.appeal is True
 
 

@@ -7,9 +7,8 @@ assign a story, then dispatch.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -58,8 +57,8 @@ class RecordingSender:
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    s = Storage(tmp_path / "alerts.sqlite3")
+async def storage(make_storage: Callable[..., Storage]) -> AsyncIterator[Storage]:
+    s = make_storage("alerts.sqlite3")
     await s.open()
     try:
         yield s

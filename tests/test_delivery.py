@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 import subprocess
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -64,8 +64,8 @@ RETRY = SendOutcome("retry", error="NetworkError: Bad Gateway")
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    s = Storage(tmp_path / "delivery.sqlite3")
+async def storage(make_storage: Callable[..., Storage]) -> AsyncIterator[Storage]:
+    s = make_storage("delivery.sqlite3")
     await s.open()
     try:
         yield s
@@ -160,8 +160,9 @@ async def test_a_round_that_keeps_failing_stays_pending_and_the_sweep_delivers_i
     await d.drain()
     assert sender.tries(31) == FAST.retries + 1 and not sender.delivered
     assert await status_of(storage, 31, pid) == "pending" and d.stats.postponed == 1
-    [(attempts, error)] = list(await storage.db.execute_fetchall(
+    [row] = list(await storage.db.execute_fetchall(
         "SELECT attempts, error FROM alerts WHERE chat_id=31 AND post_id=?", (pid,)))
+    attempts, error = row[0], row[1]
     assert attempts == 1 and "Bad Gateway" in error
     assert await d.resend_due() == 0  # postponed: not due before RetryPolicy.later(0), a minute
     await storage.release_leases()  # what a restart does (and what a minute does)

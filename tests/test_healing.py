@@ -12,7 +12,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,8 +68,8 @@ class FlakyScorer:
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    s = Storage(tmp_path / "healing.sqlite3")
+async def storage(make_storage: Callable[..., Storage]) -> AsyncIterator[Storage]:
+    s = make_storage("healing.sqlite3")
     await s.open()
     try:
         yield s

@@ -5,10 +5,9 @@ A fake scorer that counts what it is asked to score, over a real SQLite Storage.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,8 +50,8 @@ class CountingScorer:
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    s = Storage(tmp_path / "twins.sqlite3")
+async def storage(make_storage: Callable[..., Storage]) -> AsyncIterator[Storage]:
+    s = make_storage("twins.sqlite3")
     await s.open()
     try:
         yield s

@@ -5,9 +5,8 @@ Real SQLite files, no model: what ``/search`` answers in ``fts`` mode and feeds 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -30,8 +29,8 @@ def archived(mid: int, text: str, date: datetime, *, lang: str = "ru", appeal: b
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    s = Storage(tmp_path / "search.sqlite3")
+async def storage(make_storage: Callable[..., Storage]) -> AsyncIterator[Storage]:
+    s = make_storage("search.sqlite3")
     await s.open()
     try:
         yield s

@@ -3,8 +3,9 @@ migrations, archives, stories, embeddings and alert claims. No model, no Telegra
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from bot.domain import IncomingPost
 from bot.storage import ArchivedPost, SearchQuery, Storage, content_hash
+from bot.storage.pg_schema import PG_MIGRATIONS
 from bot.storage.schema import MIGRATIONS, _m1_initial
 from models.taxonomy import Classification
 
@@ -34,8 +36,8 @@ def classification(labels: tuple[str, ...] = ("surrender",), *, score: float = 0
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    s = Storage(tmp_path / "db.sqlite3")
+async def storage(make_storage: Callable[..., Storage]) -> AsyncIterator[Storage]:
+    s = make_storage("db.sqlite3")
     await s.open()
     try:
         yield s
@@ -289,6 +291,9 @@ async def test_export_rows_apply_filters_and_carry_evidence(storage: Storage, th
     assert row["date"] == (T0 + timedelta(days=1)).isoformat()
     assert len(await export_all(storage)) == 4
     assert len([r async for r in storage.export_rows(SearchQuery(), chunk=1)]) == 4  # chunks are stitched
+    # the worker-thread variant (its own connection) gives the same rows, edit history included
+    blocking = await asyncio.to_thread(lambda: list(storage.export_rows_blocking(SearchQuery(lang="uk"), chunk=1)))
+    assert blocking == rows and isinstance(blocking[0]["edit_history"], list) and len(blocking[0]["edit_history"]) == 1
 
 
 # -- digests ----------------------------------------------------------------------------------
@@ -341,12 +346,17 @@ async def migration_names(s: Storage) -> list[str]:
 
 
 async def columns(s: Storage, table: str) -> set[str]:
+    if s.backend == "postgresql":
+        return {str(r[0]) for r in await s.db.execute_fetchall(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema=current_schema() AND table_name=?",
+            (table,))}
     return {str(r[1]) for r in await s.db.execute_fetchall(f"PRAGMA table_info({table})")}
 
 
 async def test_a_fresh_database_records_every_migration(storage: Storage) -> None:
     names = [name for name, _ in MIGRATIONS]
     assert names[:2] == ["0001_initial", "0002_drop_label_mask"] and names == sorted(names)
+    assert [name for name, _ in PG_MIGRATIONS] == names  # one list of migrations, by name, for both engines
     assert await migration_names(storage) == names
     assert "label_mask" not in await columns(storage, "classifications")
 
@@ -539,3 +549,54 @@ async def test_finish_alerts_and_release_held(storage: Storage) -> None:
     assert await storage.release_held(22, pid)
     assert not await storage.release_held(22, pid)  # only one caller releases it
     assert await storage.held_alerts() == []
+
+
+# -- the work queue: classification workers claim posts with a lease -----------------------------------------
+
+
+async def test_workers_claim_disjoint_posts_and_take_over_an_expired_lease(storage: Storage) -> None:
+    ids = [(await storage.store_post(incoming(mid=i, text=f"пост номер {i}"))).post_id for i in range(1, 6)]
+    t0 = datetime(2026, 5, 1, tzinfo=UTC)
+    a = await storage.claim_posts("worker-a", 3, lease=60, now=t0)
+    b = await storage.claim_posts("worker-b", 10, lease=3600, now=t0)
+    assert a == ids[:3] and b == ids[3:]  # oldest first, never the same post twice
+    assert await storage.claim_posts("worker-c", 10, lease=60, now=t0) == []
+    # worker-a dies: after its lease, its posts go to the next worker that asks
+    c = await storage.claim_posts("worker-c", 10, lease=60, now=t0 + timedelta(seconds=61))
+    assert c == ids[:3]
+    # the late worker-a cannot write what worker-c now holds; worker-c can, once
+    assert await storage.save_classifications([(ids[0], classification(), None)], worker="worker-a") == []
+    assert await storage.save_classifications([(ids[0], classification(), None)], worker="worker-c") == [ids[0]]
+    assert await storage.save_classifications([(ids[0], classification(), None)], worker="worker-c") == []
+    assert (await storage.get_post(ids[0])) is not None and (await storage.get_post(ids[1])).appeal is None  # type: ignore[union-attr]
+    assert await storage.release_claims("worker-c") == 2  # a clean stop gives back the rest at once
+    assert await storage.claim_posts("worker-d", 10, lease=60, now=t0 + timedelta(seconds=62)) == ids[1:3]
+
+
+async def test_an_edited_post_goes_back_to_the_queue_unclaimed(storage: Storage) -> None:
+    pid = (await storage.store_post(incoming(mid=7, text="первый текст"))).post_id
+    assert await storage.claim_posts("w", 5, lease=600) == [pid]
+    await storage.save_classifications([(pid, classification(), None)], worker="w")
+    assert await storage.claim_posts("w", 5, lease=600) == []
+    await storage.store_post(incoming(mid=7, text="исправленный текст"))
+    assert await storage.claim_posts("other", 5, lease=600) == [pid]
+
+
+async def test_web_channels_are_shared_fairly_and_each_is_polled_by_one_process(storage: Storage) -> None:
+    for i in range(10):
+        await storage.ensure_channel(f"web_{i}", source="web", watched=True)
+    await storage.ensure_channel("bot_side", source="bot", watched=True)  # updates bring its posts: never polled
+    t0 = datetime(2026, 5, 1, tzinfo=UTC)
+    alone = await storage.lease_channels("bot", lease=180, now=t0)
+    assert alone == [f"web_{i}" for i in range(10)]  # one process: every web channel
+    # a worker joins: it finds nothing free until the bot sheds what exceeds its share at its next refresh
+    assert await storage.lease_channels("w1", lease=180, now=t0 + timedelta(seconds=1)) == []
+    bot = await storage.lease_channels("bot", lease=180, now=t0 + timedelta(seconds=60))
+    w1 = await storage.lease_channels("w1", lease=180, now=t0 + timedelta(seconds=61))
+    assert len(bot) == len(w1) == 5 and not set(bot) & set(w1) and set(bot) | set(w1) == set(alone)
+    assert await storage.lease_channels("w1", lease=180, now=t0 + timedelta(seconds=120)) == w1  # renewed, kept
+    # w1 dies: once its leases run out, the bot polls everything again
+    assert await storage.lease_channels("bot", lease=180, now=t0 + timedelta(seconds=200)) == bot
+    assert await storage.lease_channels("bot", lease=180, now=t0 + timedelta(seconds=301)) == alone
+    await storage.set_watched("web_3", False)  # an admin stops watching: nobody polls it
+    assert "web_3" not in await storage.lease_channels("bot", lease=180, now=t0 + timedelta(seconds=330))

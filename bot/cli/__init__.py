@@ -64,6 +64,18 @@ def _reprocess(args: argparse.Namespace) -> int:
     return cmd_reprocess(args)
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from bot.cli.scale import cmd_worker
+
+    return cmd_worker(args)
+
+
+def _storage_migrate(args: argparse.Namespace) -> int:
+    from bot.cli.scale import cmd_storage_migrate
+
+    return cmd_storage_migrate(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --config and -v work before or after the command (`appealwatch run --config FILE`).
     common = argparse.ArgumentParser(add_help=False)
@@ -126,6 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reprocess", help="classify again the posts the bot gave up on (state 'error', see /status)")
     r.set_defaults(func=_reprocess)
+
+    w = sub.add_parser("worker", help="classify posts for the bot from another process or machine (PostgreSQL, "
+                                      "[pipeline] classify_in_bot = false)")
+    w.add_argument("--name", help="this worker's name in claims and logs (default: host:pid)")
+    w.set_defaults(func=_worker)
+
+    st = sub.add_parser("storage", help="database maintenance")
+    stsub = st.add_subparsers(dest="storage_command", required=True)
+    sm = stsub.add_parser("migrate", help="copy an SQLite archive into PostgreSQL (streamed, idempotent)")
+    sm.add_argument("--from", dest="source", required=True, metavar="sqlite:///PATH",
+                    help="the SQLite database (a sqlite:/// URL or a file path)")
+    sm.add_argument("--to", required=True, metavar="postgresql://…", help="the PostgreSQL database (libpq URL)")
+    sm.set_defaults(func=_storage_migrate)
 
     x = sub.add_parser("export", help="export stored posts as CSV or JSON (same filters as /search)")
     x.add_argument("query", nargs="*", help="search words and filters, e.g. амністія lang:uk label:surrender")

@@ -23,7 +23,8 @@ from bot.config import Config
 from bot.export import write_csv, write_json
 from bot.pipeline import Pipeline
 from bot.sources.desktop_export import import_export
-from bot.storage import SearchQuery, Storage
+from bot.storage import SearchQuery
+from bot.storage.factory import storage_for
 
 
 async def run_import(cfg: Config, path: Path, *, channel: str | None = None) -> int:
@@ -39,7 +40,7 @@ async def run_import(cfg: Config, path: Path, *, channel: str | None = None) -> 
         except ValueError as exc:
             print(f"error: {exc}")
             return 2
-    storage = Storage(cfg.storage.path)
+    storage = storage_for(cfg.storage)
     await storage.open()
     try:
         classifier = await asyncio.get_running_loop().run_in_executor(None, load_classifier, cfg)
@@ -75,7 +76,7 @@ async def run_export(cfg: Config, args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    storage = Storage(cfg.storage.path)
+    storage = storage_for(cfg.storage)
     await storage.open()
     try:
         # a local file written row by row as the rows stream in
@@ -105,7 +106,7 @@ async def run_reprocess(cfg: Config) -> int:
     """
     from bot.app import load_classifier
 
-    storage = Storage(cfg.storage.path)
+    storage = storage_for(cfg.storage)
     await storage.open()
     try:
         failed = await storage.failed_posts()

@@ -18,6 +18,7 @@ import numpy as np
 
 from bot.channels import permalink
 from bot.domain import ChannelHealth, Filters, IncomingPost, StoredPost
+from bot.storage.connection import Connection, Row
 from bot.storage.fingerprint import content_hash
 from bot.storage.fts import REPOST_TOKEN, any_of, meta_tokens, month_tokens, quote, reclassified_meta
 from bot.storage.guard import GuardedConnection
@@ -33,7 +34,7 @@ from bot.storage.records import (
 )
 from bot.storage.schema import MIGRATIONS
 from bot.storage.terms import fold_token, highlight_snippet, query_terms, text_terms
-from bot.vector_index import VectorMeta
+from bot.vector_index import FetchVectors, VectorMeta, sqlite_vector_fetcher
 from models.taxonomy import Classification
 
 
@@ -63,8 +64,9 @@ def _dt(ts: int | None) -> datetime | None:
 class Storage:
     """All database access. One connection; aiosqlite runs it on its own thread."""
 
-    def __init__(self, path: Path, *, channels_need_approval: bool = False) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path | None, *, channels_need_approval: bool = False) -> None:
+        # the SQLite file (None for PostgresStorage, whose data lives behind a URL)
+        self.path = Path(path) if path is not None else None
         # True when [access] admins exist: a channel first seen through the bot (it added the bot,
         # or a user forwarded its post) is 'pending' until an admin approves it. Web-preview and
         # imported channels are chosen by admins and the operator: always approved.
@@ -76,15 +78,30 @@ class Storage:
         self._guarded: GuardedConnection | None = None
 
     @property
-    def db(self) -> GuardedConnection:
+    def db(self) -> Connection:
         """The connection; every write through it takes the transaction lock."""
         if self._guarded is None:
             raise RuntimeError("Storage.open() was not called")
         return self._guarded
 
+    @property
+    def backend(self) -> str:
+        """"sqlite" or "postgresql": for what only one engine has (the vector fetcher, LISTEN/NOTIFY)."""
+        return "sqlite"
+
+    def describe(self) -> str:
+        """Where the data lives, for logs and /status (never a password)."""
+        return str(self.path)
+
+    @property
+    def sqlite_path(self) -> Path:
+        if self.path is None:
+            raise RuntimeError("this storage is not an SQLite file")
+        return self.path
+
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.sqlite_path, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
@@ -93,7 +110,7 @@ class Storage:
         self._guarded = GuardedConnection(self._db, self._tx_lock)
         await self.migrate()
 
-    async def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    async def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
         return list(await self.db.execute_fetchall(sql, tuple(args)))
 
     async def close(self) -> None:
@@ -102,15 +119,18 @@ class Storage:
             self._db = self._guarded = None
 
     async def migrate(self) -> list[str]:
-        await self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        if self._guarded is None:
+            raise RuntimeError("Storage.open() was not called")
+        db = self._guarded
+        await db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
         done = {r[0] for r in await self._rows("SELECT name FROM _migrations")}
         applied = []
         for name, fn in MIGRATIONS:
             if name in done:
                 continue
-            async with self.db.transaction():
-                await fn(self.db.raw)
-                await self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, int(time.time())))
+            async with db.transaction():
+                await fn(db.raw)
+                await db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, int(time.time())))
             applied.append(name)
         return applied
 
@@ -131,8 +151,8 @@ class Storage:
         await self.db.execute(
             "INSERT INTO channels(key, chat_id, title, source, watched, added_by, added_at, approval) "
             "VALUES (?,?,?,?,?,?,?,?) "
-            "ON CONFLICT(key) DO UPDATE SET chat_id=COALESCE(excluded.chat_id, chat_id), "
-            "title=COALESCE(excluded.title, title)",
+            "ON CONFLICT(key) DO UPDATE SET chat_id=COALESCE(excluded.chat_id, channels.chat_id), "
+            "title=COALESCE(excluded.title, channels.title)",
             (key, chat_id, title, source, int(bool(watched)), added_by, now, approval or default),
         )
         if watched is not None:
@@ -258,16 +278,16 @@ class Storage:
         h = content_hash(post.text)
         cid = await self.ensure_channel(post.channel, chat_id=post.chat_id, title=post.channel_title,
                                         source=post.source)
-        cur = await self.db.execute(
+        inserted = list(await self.db.fetch_write(
             "INSERT INTO posts(channel_id, message_id, text, has_media, date, first_seen, edit_date, views, "
             "forwarded_from, reply_to, source, content_hash, search_meta, search_terms) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(channel_id, message_id) DO NOTHING",
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(channel_id, message_id) DO NOTHING RETURNING id",
             (cid, post.message_id, post.text, int(post.has_media), _ts(post.date), now, _ts(post.edit_date),
              post.views, post.forwarded_from, post.reply_to, post.source, h,
-             meta_tokens(post.channel, _ts(post.date)), text_terms(post.text)),
-        )
-        if cur.rowcount == 1 and cur.lastrowid:
-            pid = int(cur.lastrowid)
+             meta_tokens(post.channel, _ts(post.date)), self._terms(post.text)),
+        ))
+        if inserted:
+            pid = int(inserted[0][0])
             await self.db.execute(
                 "INSERT INTO post_edits(post_id, text, content_hash, edit_date, seen_at) VALUES (?,?,?,?,?)",
                 (pid, post.text, h, _ts(post.edit_date), now),
@@ -282,8 +302,9 @@ class Storage:
         if old_text == post.text:
             return IngestResult(pid, False, False)
         await self.db.execute(
-            "UPDATE posts SET text=?, content_hash=?, edit_date=?, state='new', search_terms=? WHERE id=?",
-            (post.text, h, _ts(post.edit_date) or now, text_terms(post.text), pid),
+            "UPDATE posts SET text=?, content_hash=?, edit_date=?, state='new', search_terms=?, claimed_by=NULL, "
+            "claim_until=NULL WHERE id=?",
+            (post.text, h, _ts(post.edit_date) or now, self._terms(post.text), pid),
         )
         await self.db.execute(
             "INSERT INTO post_edits(post_id, text, content_hash, edit_date, seen_at) VALUES (?,?,?,?,?)",
@@ -314,15 +335,15 @@ class Storage:
                     h = content_hash(post.text)
                     date = _ts(post.date)
                     meta = meta_tokens(post.channel, date, post.lang, c.labels if c else (), bool(c and c.appeal))
-                    cur = await self.db.execute(
+                    inserted = list(await self.db.fetch_write(
                         "INSERT INTO posts(channel_id, message_id, text, date, first_seen, source, content_hash, lang, "
                         "state, search_meta, search_terms) VALUES (?,?,?,?,?,'export',?,?,?,?,?) "
-                        "ON CONFLICT(channel_id, message_id) DO NOTHING",
+                        "ON CONFLICT(channel_id, message_id) DO NOTHING RETURNING id",
                         (channel_ids[post.channel], post.message_id, post.text, date, date, h, post.lang,
-                         "done" if c else "new", meta, text_terms(post.text)))
-                    if cur.rowcount != 1 or not cur.lastrowid:
+                         "done" if c else "new", meta, self._terms(post.text))))
+                    if not inserted:
                         continue
-                    pid = int(cur.lastrowid)
+                    pid = int(inserted[0][0])
                     stored += 1
                     await self.db.execute(
                         "INSERT INTO post_edits(post_id, text, content_hash, edit_date, seen_at) VALUES (?,?,?,?,?)",
@@ -345,8 +366,16 @@ class Storage:
                 await flush()
         if pending:
             await flush()
-        await self.db.execute("INSERT INTO posts_fts(posts_fts) VALUES ('optimize')")
+        await self._after_bulk_load()
         return stored
+
+    async def _after_bulk_load(self) -> None:
+        """FTS5 merges the segments a bulk load left (queries get faster)."""
+        await self.db.execute("INSERT INTO posts_fts(posts_fts) VALUES ('optimize')")
+
+    def _terms(self, text: str) -> str:
+        """A post's ``search_terms`` (its lemmas; the FTS5 tokenizer folds case and diacritics itself)."""
+        return text_terms(text)
 
     async def set_state(self, post_ids: Iterable[int], state: str) -> None:
         ids = list(post_ids)
@@ -365,17 +394,33 @@ class Storage:
         rows = await self._rows(f"SELECT id, text FROM posts WHERE id IN ({marks})", tuple(post_ids))
         return {int(r[0]): str(r[1]) for r in rows}
 
-    async def save_classifications(self, items: Sequence[tuple[int, Classification, np.ndarray | None]]) -> None:
+    async def save_classifications(self, items: Sequence[tuple[int, Classification, np.ndarray | None]], *,
+                                   worker: str | None = None) -> list[int]:
+        """Write the results; returns the posts written. With ``worker``, only posts that worker still
+        holds (``claim_posts``) and that are still 'new' are written: a worker whose lease ran out and
+        whose posts another worker took loses the race instead of writing a second result."""
         now = int(time.time())
 
-        async def run() -> None:
+        async def run() -> list[int]:
+            nonlocal items
+            if worker is not None and items:
+                marks = ",".join("?" * len(items))
+                owned = {int(r[0]) for r in await self.db.fetch_write(
+                    f"UPDATE posts SET claim_until=NULL WHERE id IN ({marks}) AND claimed_by=? AND state='new' "
+                    "RETURNING id", (*(pid for pid, _, _ in items), worker))}
+                items = [it for it in items if it[0] in owned]
+            if not items:
+                return []
             marks = ",".join("?" * len(items))
             metas = {int(r[0]): str(r[1]) for r in await self._rows(
                 f"SELECT id, search_meta FROM posts WHERE id IN ({marks})", tuple(pid for pid, _, _ in items))}
             for pid, c, vec in items:
                 await self.db.execute(
-                    "INSERT OR REPLACE INTO classifications(post_id, appeal, score, labels, label_scores, addressee, "
-                    "reasons, classified_at, embedding) VALUES (?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO classifications(post_id, appeal, score, labels, label_scores, addressee, "
+                    "reasons, classified_at, embedding) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(post_id) DO UPDATE SET "
+                    "appeal=excluded.appeal, score=excluded.score, labels=excluded.labels, "
+                    "label_scores=excluded.label_scores, addressee=excluded.addressee, reasons=excluded.reasons, "
+                    "classified_at=excluded.classified_at, embedding=excluded.embedding",
                     (pid, int(c.appeal), c.score, json.dumps(list(c.labels)), json.dumps(c.label_scores),
                      c.addressee, json.dumps(list(c.reasons), ensure_ascii=False), now,
                      vec.astype(np.float16).tobytes() if vec is not None else None),
@@ -385,8 +430,101 @@ class Storage:
                     "UPDATE posts SET lang=?, lang_conf=?, state='classified', search_meta=? WHERE id=?",
                     (c.lang, c.lang_confidence, meta, pid),
                 )
+            return [pid for pid, _, _ in items]
 
-        await self._tx(run)
+        saved: list[int] = await self._tx(run)
+        return saved
+
+    # -- work queue: classification workers in other processes (issue "Scale-out") ------------
+
+    _SKIP_LOCKED = ""  # PostgreSQL adds FOR UPDATE SKIP LOCKED: two workers never wait on, or take, the same rows
+
+    async def claim_posts(self, worker: str, limit: int, *, lease: float, now: datetime | None = None) -> list[int]:
+        """Up to ``limit`` 'new' posts that nobody holds, or whose holder's lease ran out, now held by
+        ``worker`` until ``now + lease`` seconds; oldest first."""
+        ts = _ts(now) or int(time.time())
+        rows = await self.db.fetch_write(
+            "UPDATE posts SET claimed_by=?, claim_until=? WHERE id IN (SELECT id FROM posts WHERE state='new' "
+            f"AND COALESCE(claim_until, 0)<=? ORDER BY id LIMIT ?{self._SKIP_LOCKED}) RETURNING id",
+            (worker, ts + math.ceil(lease), ts, int(limit)))
+        return sorted(int(r[0]) for r in rows)
+
+    async def release_claims(self, worker: str) -> int:
+        """A worker that stops cleanly gives back what it holds and did not finish (others take it at once)."""
+        cur = await self.db.execute("UPDATE posts SET claim_until=NULL WHERE claimed_by=? AND state='new'", (worker,))
+        return max(0, cur.rowcount)
+
+    async def notify(self, channel: str, payload: str = "") -> None:
+        """Wake other processes (PostgreSQL's NOTIFY); SQLite has no one to tell: a no-op."""
+
+    async def listen(self, channel: str, callback: Callable[[str], None]) -> None:
+        raise NotImplementedError("LISTEN needs PostgreSQL ([storage] url)")
+
+    async def lease_channels(self, owner: str, *, lease: float, source: str = "web",
+                             now: datetime | None = None) -> list[str]:
+        """The watched ``source`` channels ``owner`` polls now: its fair share, leased until ``now + lease``.
+
+        Every process of a cluster calls this at each refresh of its poller: it renews what it
+        holds, gives back what exceeds its share (the watched channels divided among the live
+        pollers, each registered in ``pollers`` here), and takes free or expired channels up to
+        it. A channel is leased to one owner at a time, so each is polled by exactly one live
+        process; a dead process's channels are taken over once its leases run out, and a new
+        process gets channels as the others shed theirs.
+        """
+        ts = _ts(now) or int(time.time())
+        until = ts + math.ceil(lease)
+        held = "poll_owner=? AND watched=1 AND source=?"  # what nobody took from us is still ours
+
+        async def run() -> list[str]:
+            await self.db.execute("UPDATE channels SET poll_owner=NULL, poll_until=NULL WHERE poll_owner=? "
+                                  "AND (watched=0 OR source<>?)", (owner, source))
+            await self.db.execute(f"UPDATE channels SET poll_until=? WHERE {held}", (until, owner, source))
+            await self.db.execute("INSERT INTO pollers(owner, alive_until) VALUES (?, ?) ON CONFLICT(owner) DO UPDATE "
+                                  "SET alive_until=excluded.alive_until", (owner, until))
+            await self.db.execute("DELETE FROM pollers WHERE alive_until<=?", (ts,))
+            total = (await self._rows("SELECT COUNT(*) FROM channels WHERE watched=1 AND source=?", (source,)))[0][0]
+            pollers = (await self._rows("SELECT COUNT(*) FROM pollers WHERE alive_until>?", (ts,)))[0][0]
+            share = math.ceil(int(total) / max(1, int(pollers)))
+            mine = [str(r[0]) for r in await self._rows(f"SELECT key FROM channels WHERE {held} ORDER BY id",
+                                                        (owner, source))]
+            if len(mine) > share:
+                extra = mine[share:]
+                await self.db.execute(f"UPDATE channels SET poll_owner=NULL, poll_until=NULL WHERE poll_owner=? AND key IN "
+                                      f"({','.join('?' * len(extra))})", (owner, *extra))
+                mine = mine[:share]
+            elif len(mine) < share:
+                taken = await self.db.fetch_write(
+                    "UPDATE channels SET poll_owner=?, poll_until=? WHERE id IN (SELECT id FROM channels WHERE watched=1 "
+                    f"AND source=? AND COALESCE(poll_until, 0)<=? ORDER BY id LIMIT ?{self._SKIP_LOCKED}) RETURNING key",
+                    (owner, until, source, ts, share - len(mine)))
+                mine += [str(r[0]) for r in taken]
+            return sorted(mine)
+
+        leased: list[str] = await self._tx(run)
+        return leased
+
+    async def posts_in_state(self, post_ids: Sequence[int], state: str) -> list[int]:
+        """Those of ``post_ids`` in ``state``, in the order given."""
+        ids = list(dict.fromkeys(post_ids))
+        if not ids:
+            return []
+        rows = await self._rows(f"SELECT id FROM posts WHERE state=? AND id IN ({','.join('?' * len(ids))})", (state, *ids))
+        keep = {int(r[0]) for r in rows}
+        return [i for i in ids if i in keep]
+
+    async def requeue(self, post_ids: Sequence[int]) -> None:
+        """Posts in 'error' go back to the workers' queue, their failures forgotten (``appealwatch reprocess``)."""
+        ids = list(dict.fromkeys(post_ids))
+        if ids:
+            await self.db.execute(
+                f"UPDATE posts SET state='new', attempts=0, error=NULL, claimed_by=NULL, claim_until=NULL "
+                f"WHERE state='error' AND id IN ({','.join('?' * len(ids))})", ids)
+
+    async def queue_depth(self) -> tuple[int, int]:
+        """('new' posts waiting for a worker, of which held under a live lease): what to watch when scaling."""
+        rows = await self._rows("SELECT COUNT(*), COUNT(CASE WHEN claim_until>? THEN 1 END) FROM posts WHERE state='new'",
+                                (int(time.time()),))
+        return int(rows[0][0]), int(rows[0][1])
 
     async def classified_twins(self, post_ids: Sequence[int]) -> dict[int, tuple[Classification, np.ndarray | None]]:
         """For each post whose exact text (same content hash) was classified before, that classification.
@@ -422,7 +560,7 @@ class Storage:
     """
 
     @staticmethod
-    def _row_to_post(r: sqlite3.Row, snippet: str | None = None) -> StoredPost:
+    def _row_to_post(r: Row, snippet: str | None = None) -> StoredPost:
         return StoredPost(
             id=int(r["id"]), channel=str(r["channel"]), message_id=int(r["message_id"]), text=str(r["text"]),
             date=_dt(r["date"]) or datetime.now(UTC), lang=r["lang"],
@@ -443,7 +581,7 @@ class Storage:
 
     async def post_edits(self, post_id: int) -> list[tuple[str, datetime | None, datetime]]:
         rows = await self._rows(
-            "SELECT text, edit_date, seen_at FROM post_edits WHERE post_id=? ORDER BY rowid", (post_id,)
+            f"SELECT text, edit_date, seen_at FROM post_edits WHERE post_id=? ORDER BY {self._EDIT_ORDER}", (post_id,)
         )
         return [(str(r[0]), _dt(r[1]), _dt(r[2]) or datetime.now(UTC)) for r in rows]
 
@@ -465,17 +603,17 @@ class Storage:
     async def assign_story(self, post_id: int, story_id: int | None) -> int:
         now = int(time.time())
         if story_id is None:
-            cur = await self.db.execute(
-                "INSERT INTO stories(first_post_id, first_seen, last_seen, posts) VALUES (?,?,?,1)", (post_id, now, now)
-            )
-            story_id = int(cur.lastrowid or 0)
+            rows = list(await self.db.fetch_write(
+                "INSERT INTO stories(first_post_id, first_seen, last_seen, posts) VALUES (?,?,?,1) RETURNING id",
+                (post_id, now, now)))
+            story_id = int(rows[0][0])
         else:
             await self.db.execute("UPDATE stories SET posts=posts+1, last_seen=? WHERE id=?", (now, story_id))
             # a repost: /search shows one row per story, and the index drops reposts before ranking
             await self.db.execute(
                 "UPDATE posts SET search_meta = search_meta || ' ' || ? WHERE id=? AND id<>"
-                "(SELECT first_post_id FROM stories WHERE id=?) AND instr(' ' || search_meta || ' ', ' rp ')=0",
-                (REPOST_TOKEN, post_id, story_id))
+                "(SELECT first_post_id FROM stories WHERE id=?) AND (' ' || search_meta || ' ') NOT LIKE ?",
+                (REPOST_TOKEN, post_id, story_id, f"% {REPOST_TOKEN} %"))
         await self.db.execute("UPDATE posts SET story_id=? WHERE id=?", (story_id, post_id))
         return story_id
 
@@ -518,6 +656,10 @@ class Storage:
                                                              appeal=bool(r[5]), channel_id=int(r[6]), story_first=bool(r[7])))
                 for r in rows]
 
+    def vector_fetcher(self) -> FetchVectors:
+        """Exact vectors by post id for the search index's re-rank: its own connection, callable from any thread."""
+        return sqlite_vector_fetcher(str(self.sqlite_path))
+
     async def embedding_of(self, post_id: int) -> np.ndarray | None:
         rows = await self._rows("SELECT embedding FROM classifications WHERE post_id=?", (post_id,))
         if not rows or rows[0][0] is None:
@@ -538,7 +680,7 @@ class Storage:
         """Create the chat on first contact (``forward_original`` is the new chat's default)."""
         await self.db.execute(
             "INSERT INTO chats(chat_id, type, title, created_at, forward_original) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(chat_id) DO UPDATE SET title=COALESCE(excluded.title, title)",
+            "ON CONFLICT(chat_id) DO UPDATE SET title=COALESCE(excluded.title, chats.title)",
             (chat_id, type_, title, int(time.time()), int(forward_original)),
         )
 
@@ -568,7 +710,7 @@ class Storage:
     async def deactivate_chat(self, chat_id: int, reason: str) -> None:
         await self.update_chat(chat_id, active=0, deactivated_reason=reason)
 
-    def _chat_from_row(self, r: sqlite3.Row, muted: tuple[str, ...]) -> ChatSettings:
+    def _chat_from_row(self, r: Row, muted: tuple[str, ...]) -> ChatSettings:
         filters = None
         if r["labels"] is not None:
             filters = Filters(
@@ -617,7 +759,7 @@ class Storage:
 
     async def mute_channel(self, chat_id: int, channel: str) -> None:
         cid = await self.ensure_channel(channel)
-        await self.db.execute("INSERT OR IGNORE INTO muted_channels VALUES (?,?)", (chat_id, cid))
+        await self.db.execute("INSERT INTO muted_channels VALUES (?,?) ON CONFLICT DO NOTHING", (chat_id, cid))
 
     async def unmute_channel(self, chat_id: int, channel: str) -> None:
         await self.db.execute(
@@ -630,7 +772,7 @@ class Storage:
     async def claim_alert(self, chat_id: int, post_id: int, story_id: int | None, status: str = "pending") -> bool:
         """Reserve (chat, post) before sending; False if it was ever claimed (never send twice)."""
         cur = await self.db.execute(
-            "INSERT OR IGNORE INTO alerts(chat_id, post_id, story_id, status, created_at) VALUES (?,?,?,?,?)",
+            "INSERT INTO alerts(chat_id, post_id, story_id, status, created_at) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
             (chat_id, post_id, story_id, status, int(time.time())),
         )
         return cur.rowcount == 1
@@ -653,8 +795,8 @@ class Storage:
             fresh = [c for c in dict.fromkeys(chat_ids) if c not in taken]
             now = int(time.time())
             await self.db.executemany(
-                "INSERT OR IGNORE INTO alerts(chat_id, post_id, story_id, status, created_at, lease_until, deliver_by) "
-                "VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO alerts(chat_id, post_id, story_id, status, created_at, lease_until, deliver_by) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                 [(c, post_id, story_id, status, now, lease, deadline) for c in fresh])
             return set(fresh)
 
@@ -778,7 +920,7 @@ class Storage:
         """Posts in state 'error' (classification kept failing), newest first, with the last reason."""
         rows = await self._rows(
             "SELECT p.id, c.key, p.message_id, p.attempts, p.error FROM posts p JOIN channels c ON c.id=p.channel_id "
-            "WHERE p.state='error' ORDER BY p.id DESC LIMIT ?", (-1 if limit is None else limit,))
+            "WHERE p.state='error' ORDER BY p.id DESC" + ("" if limit is None else f" LIMIT {int(limit)}"))
         return [FailedPost(int(r[0]), str(r[1]), int(r[2]), int(r[3]), str(r[4] or "")) for r in rows]
 
     async def count_failed_posts(self) -> int:
@@ -810,7 +952,7 @@ class Storage:
              int(by_admin)),
         )
 
-    async def feedback_rows(self) -> list[sqlite3.Row]:
+    async def feedback_rows(self) -> list[Row]:
         """Every verdict, ordered so that for one post a later row overrides an earlier one: users' verdicts
         first, then admins' (each in the order given). "The last row per post wins" thus means the latest
         admin verdict wins over any user's ✅/❌, and among users the latest."""
@@ -841,6 +983,35 @@ class Storage:
             hi = min(hi, _ts_end(q.until) - 1)
         return month_tokens(lo, hi) if lo <= hi else []
 
+    # -- the full-text dialect: FTS5 here, tsquery in PostgresStorage ------------------------
+
+    # (id, r) of the newest ``{window}`` matches of one ``?`` expression; lower r = more relevant
+    _FTS_RANKED = ("SELECT rowid AS id, bm25(posts_fts, 1.0, 0.0) AS r FROM posts_fts WHERE posts_fts MATCH ? "
+                   "ORDER BY rowid DESC LIMIT {window}")
+    _FTS_IDS = "SELECT rowid AS id FROM posts_fts WHERE posts_fts MATCH ? ORDER BY rowid DESC LIMIT {window}"
+    _FTS_COND = "p.id IN (SELECT rowid FROM posts_fts WHERE posts_fts MATCH ?)"  # posts p matching ``?``
+    _AND = " AND "
+    _JOIN_FIRST = "CROSS JOIN"  # SQLite: keeps the FTS subquery as the outer loop (the planner may not reorder)
+    _EDIT_ORDER = "rowid"  # post_edits in the order they were seen
+    # the JSON array of a post's edits, for exports
+    _EDITS_JSON = ("(SELECT json_group_array(json_object('text', e.text, 'edit_date', e.edit_date, 'seen_at', "
+                   "e.seen_at)) FROM post_edits e WHERE e.post_id=p.id)")
+    _LABELS_EACH = ", json_each(cl.labels) j"  # joins each label of ``cl`` as ``j.value``
+    _DAY = "date(p.date, 'unixepoch')"  # a post's UTC day, YYYY-MM-DD
+
+    @staticmethod
+    def _words_expr(groups: Sequence[Sequence[str]]) -> str:
+        """Every group matched by any of its terms."""
+        return " AND ".join(f"search_terms : {any_of(g)}" for g in groups)
+
+    @staticmethod
+    def _any_word_expr(terms: Sequence[str]) -> str:
+        return f"search_terms : {any_of(terms)}"
+
+    @staticmethod
+    def _without_reposts(body: str) -> str:
+        return f"{body} NOT search_meta : {REPOST_TOKEN}"
+
     @staticmethod
     def _filter_expr(q: SearchQuery, months: list[str] | None) -> str:
         """Filters as an FTS5 expression over ``search_meta`` (tokens, never user syntax)."""
@@ -859,8 +1030,7 @@ class Storage:
 
     def _match_expr(self, q: SearchQuery, months: list[str] | None = None) -> str:
         """Every word (by any of its terms) and every filter: what exports and counts use."""
-        words = [f"search_terms : {any_of(g)}" for g in query_terms(q.words)]
-        return " AND ".join(filter(None, [*words, self._filter_expr(q, months)]))
+        return self._AND.join(filter(None, [self._words_expr(query_terms(q.words)), self._filter_expr(q, months)]))
 
     async def _common_groups(self, groups: list[tuple[str, ...]]) -> set[int]:
         """Indexes of the query words so frequent that, alone, they would fill the window with noise."""
@@ -882,10 +1052,8 @@ class Storage:
     async def _ranked_pass(self, match: str, cond: str, args: Sequence[Any], window: int) -> list[tuple[int, float]]:
         """(id, sort key) of the newest ``window`` matches that pass ``cond``; lower key = better."""
         rows = await self._rows(
-            f"SELECT m.id, m.r, COALESCE(cl.score, 0) FROM "
-            f"(SELECT rowid AS id, bm25(posts_fts, 1.0, 0.0) AS r FROM posts_fts WHERE posts_fts MATCH ? "
-            f"ORDER BY rowid DESC LIMIT {int(window)}) m CROSS JOIN posts p ON p.id=m.id "
-            f"LEFT JOIN classifications cl ON cl.post_id=p.id {cond}",
+            f"SELECT m.id, m.r, COALESCE(cl.score, 0) FROM ({self._FTS_RANKED.format(window=int(window))}) m "
+            f"{self._JOIN_FIRST} posts p ON p.id=m.id LEFT JOIN classifications cl ON cl.post_id=p.id {cond}",
             (match, *args),
         )
         return [(int(r[0]), float(r[1]) - 2 * float(r[2])) for r in rows]
@@ -923,23 +1091,21 @@ class Storage:
             return SearchRanking([int(r[0]) for r in rows], len(rows), len(rows) >= self.SEARCH_WINDOW, terms)
 
         def expr(words: str) -> str:
-            body = " AND ".join(filter(None, [words, filters]))
-            return f"{body} NOT search_meta : {REPOST_TOKEN}"
+            return self._without_reposts(self._AND.join(filter(None, [words, filters])))
 
         if not groups:
             rows = await self._rows(
-                f"SELECT p.id FROM (SELECT rowid AS id FROM posts_fts WHERE posts_fts MATCH ? ORDER BY rowid DESC "
-                f"LIMIT {self.SEARCH_WINDOW}) m CROSS JOIN posts p ON p.id=m.id {cond} ORDER BY p.date DESC, p.id DESC",
+                f"SELECT p.id FROM ({self._FTS_IDS.format(window=self.SEARCH_WINDOW)}) m {self._JOIN_FIRST} posts p "
+                f"ON p.id=m.id {cond} ORDER BY p.date DESC, p.id DESC",
                 (expr(""), *args))
             return SearchRanking([int(r[0]) for r in rows], len(rows), len(rows) >= self.SEARCH_WINDOW, terms)
-        every = " AND ".join(f"search_terms : {any_of(g)}" for g in groups)
-        first = await self._ranked_pass(expr(every), cond, args, self.SEARCH_WINDOW)
+        first = await self._ranked_pass(expr(self._words_expr(groups)), cond, args, self.SEARCH_WINDOW)
         capped = len(first) >= self.SEARCH_WINDOW
         ranked = [i for i, _ in sorted(first, key=lambda c: c[1])]
         if len(groups) > 1:
             common = await self._common_groups(groups)
             alternatives = [t for i, g in enumerate(groups) if i not in common for t in g]
-            second = await self._ranked_pass(expr(f"search_terms : {any_of(alternatives)}"), cond, args,
+            second = await self._ranked_pass(expr(self._any_word_expr(alternatives)), cond, args,
                                              self.ANY_WORD_WINDOW)
             capped = capped or len(second) >= self.ANY_WORD_WINDOW
             seen = set(ranked)
@@ -972,10 +1138,14 @@ class Storage:
         "SELECT p.id, c.key AS channel, p.message_id, p.text, p.date, p.lang, p.content_hash, p.first_seen, "
         "p.story_id, cl.appeal, cl.score, cl.labels, cl.addressee, "
         "(SELECT posts FROM stories s WHERE s.id=p.story_id) AS reposts, "
-        "(SELECT json_group_array(json_object('text', e.text, 'edit_date', e.edit_date, 'seen_at', e.seen_at)) "
-        " FROM post_edits e WHERE e.post_id=p.id) AS edits "
+        "{edits} AS edits "
         "FROM posts p JOIN channels c ON c.id=p.channel_id LEFT JOIN classifications cl ON cl.post_id=p.id "
     )
+
+    def _export_select(self, where: Sequence[str]) -> str:
+        """One page of an export: posts after ``p.id > ?`` that pass ``where``, ``LIMIT ?``."""
+        return (self._EXPORT_SELECT.replace("{edits}", self._EDITS_JSON)
+                + f"WHERE {' AND '.join(['p.id > ?', *where])} ORDER BY p.id LIMIT ?")
 
     def _export_filter(self, q: SearchQuery) -> tuple[list[str], list[Any]]:
         """An export's conditions on ``posts p`` (the same words and filters as /search) and their arguments."""
@@ -983,7 +1153,7 @@ class Storage:
         where: list[str] = []
         args: list[Any] = []
         if match:
-            where.append("p.id IN (SELECT rowid FROM posts_fts WHERE posts_fts MATCH ?)")
+            where.append(self._FTS_COND)
             args.append(match)
         if q.since:
             where.append("p.date>=?")
@@ -994,7 +1164,7 @@ class Storage:
         return where, args
 
     @staticmethod
-    def _export_row(r: sqlite3.Row) -> dict[str, Any]:
+    def _export_row(r: Row) -> dict[str, Any]:
         key, mid = str(r["channel"]), int(r["message_id"])
         edits = json.loads(r["edits"] or "[]")
         return {
@@ -1021,7 +1191,7 @@ class Storage:
         last = 0
         while True:
             rows = await self._rows(
-                self._EXPORT_SELECT + f"WHERE {' AND '.join(['p.id > ?', *where])} ORDER BY p.id LIMIT ?",
+                self._export_select(where),
                 (last, *base_args, chunk),
             )
             if not rows:
@@ -1034,7 +1204,7 @@ class Storage:
         """How many posts an export of ``q`` holds, counted up to ``limit`` (the cap is checked before writing)."""
         where, args = self._export_filter(q)
         cond = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._rows(f"SELECT COUNT(*) FROM (SELECT 1 FROM posts p {cond} LIMIT ?)", (*args, max(0, limit)))
+        rows = await self._rows(f"SELECT COUNT(*) FROM (SELECT 1 FROM posts p {cond} LIMIT ?) AS t", (*args, max(0, limit)))
         return int(rows[0][0])
 
     def export_rows_blocking(self, q: SearchQuery, *, limit: int | None = None,
@@ -1042,7 +1212,7 @@ class Storage:
         """``export_rows`` for a worker thread: its own read-only connection (WAL lets it read beside the bot),
         so a large export neither runs on the event loop nor holds up the shared connection. At most ``limit``."""
         where, base_args = self._export_filter(q)
-        uri = self.path.resolve().as_uri() + "?mode=ro"
+        uri = self.sqlite_path.resolve().as_uri() + "?mode=ro"
         with closing(sqlite3.connect(uri, uri=True)) as db:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA busy_timeout=5000")
@@ -1050,7 +1220,7 @@ class Storage:
             while limit is None or n < limit:
                 size = chunk if limit is None else min(chunk, limit - n)
                 rows = db.execute(
-                    self._EXPORT_SELECT + f"WHERE {' AND '.join(['p.id > ?', *where])} ORDER BY p.id LIMIT ?",
+                    self._export_select(where),
                     (last, *base_args, size),
                 ).fetchall()
                 if not rows:
@@ -1069,14 +1239,14 @@ class Storage:
         posts = (await self._rows("SELECT COUNT(*) FROM posts p JOIN channels c ON c.id=p.channel_id "
                                   "WHERE p.date>=? AND p.date<? AND c.approval='approved'", args))[0][0]
         by_label = await self._rows(
-            f"SELECT j.value, COUNT(*) {base.replace('WHERE', ', json_each(cl.labels) j WHERE')} GROUP BY j.value "
+            f"SELECT j.value, COUNT(*) {base.replace('WHERE', self._LABELS_EACH + ' WHERE')} GROUP BY j.value "
             "ORDER BY 2 DESC", args)
         by_lang = await self._rows(f"SELECT p.lang, COUNT(*) {base} GROUP BY p.lang ORDER BY 2 DESC", args)
         by_channel = await self._rows(
             f"SELECT c.key, COUNT(*) {base} GROUP BY c.key ORDER BY 2 DESC LIMIT 10", args)
         per_day = await self._rows(
-            f"SELECT date(p.date, 'unixepoch') AS d, j.value, COUNT(*) "
-            f"{base.replace('WHERE', ', json_each(cl.labels) j WHERE')} GROUP BY d, j.value ORDER BY d", args)
+            f"SELECT {self._DAY} AS d, j.value, COUNT(*) "
+            f"{base.replace('WHERE', self._LABELS_EACH + ' WHERE')} GROUP BY d, j.value ORDER BY d", args)
         return {
             "posts": int(posts), "appeals": int(total[0]), "stories": int(total[1]),
             "by_label": [(str(r[0]), int(r[1])) for r in by_label],

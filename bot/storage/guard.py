@@ -54,6 +54,13 @@ class GuardedConnection:
     async def execute_fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> Iterable[sqlite3.Row]:
         return await self.raw.execute_fetchall(sql, tuple(parameters))
 
+    async def fetch_write(self, sql: str, parameters: Iterable[Any] = ()) -> Iterable[sqlite3.Row]:
+        """A write with ``RETURNING``: its rows, under the lock like every write."""
+        if self.in_transaction:
+            return await self.raw.execute_fetchall(sql, tuple(parameters))
+        async with self._lock:
+            return await self.raw.execute_fetchall(sql, tuple(parameters))
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any error) under the lock.

@@ -284,10 +284,45 @@ async def _m5_search_terms(db: aiosqlite.Connection) -> None:
     )
 
 
+async def _m6_work_queue(db: aiosqlite.Connection) -> None:
+    """Classification workers (issue "Scale-out"): a worker claims 'new' posts for a while.
+
+    ``claimed_by`` names the worker, ``claim_until`` ends its lease (unix seconds): a worker
+    killed mid-batch loses nothing, another claims the posts once the lease has run out, and
+    only the claim's holder may write their classification (each post is classified once).
+    """
+    await _run_script(db,
+        """
+        ALTER TABLE posts ADD COLUMN claimed_by TEXT;
+        ALTER TABLE posts ADD COLUMN claim_until INTEGER;
+        CREATE INDEX posts_queue ON posts(id) WHERE state = 'new';
+        """
+    )
+
+
+async def _m7_channel_leases(db: aiosqlite.Connection) -> None:
+    """Web-preview polling shared by every process of a cluster (issue "Scale-out").
+
+    A process polls a channel while it holds the channel's lease (``poll_owner`` until
+    ``poll_until``); each takes a fair share of the watched channels (``pollers`` says how many
+    processes share them) and renews it, so every
+    channel is polled by exactly one live process and a dead one's channels move on.
+    """
+    await _run_script(db,
+        """
+        ALTER TABLE channels ADD COLUMN poll_owner TEXT;
+        ALTER TABLE channels ADD COLUMN poll_until INTEGER;
+        CREATE TABLE pollers (owner TEXT PRIMARY KEY, alive_until INTEGER NOT NULL);  -- who shares the polling
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _m1_initial),
     ("0002_drop_label_mask", _m2_drop_label_mask),
     ("0003_delivery", _m3_delivery),
     ("0004_access", _m4_access),
     ("0005_search_terms", _m5_search_terms),
+    ("0006_work_queue", _m6_work_queue),
+    ("0007_channel_leases", _m7_channel_leases),
 ]
