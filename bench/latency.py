@@ -75,7 +75,8 @@ async def main_async(args: argparse.Namespace) -> None:
         others = [e.text for e in ex if not e.appeal]
     n_posts = int(args.rate * args.seconds)
     texts = [rng.choice(appeals) if rng.random() < args.appeal_share else rng.choice(others) for _ in range(n_posts)]
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as cleanup:
+    async with contextlib.AsyncExitStack() as cleanup:
+        tmp = cleanup.enter_context(tempfile.TemporaryDirectory())
         async with LocalBotAPI() as api:
             cfg = dataclasses.replace(
                 cfg0,
@@ -85,7 +86,7 @@ async def main_async(args: argparse.Namespace) -> None:
             )
             if args.postgres:
                 url = await _fresh_schema(args.postgres)
-                cleanup.callback(lambda: asyncio.run(_drop_schema(args.postgres, url)))
+                cleanup.push_async_callback(_drop_schema, args.postgres, url)
                 cfg = dataclasses.replace(cfg, storage=dataclasses.replace(cfg.storage, url=url),
                                           pipeline=dataclasses.replace(cfg.pipeline, classify_in_bot=args.workers == 0))
                 if args.workers:

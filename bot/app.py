@@ -109,7 +109,7 @@ async def _recover(storage: Storage) -> DowntimeReport:
     return DowntimeReport(down_since, now)
 
 
-async def _take_from_workers(storage: Storage, pipeline: Pipeline, services: Services) -> None:
+async def _take_from_workers(storage: Storage, pipeline: Pipeline) -> None:
     """Workers classify ([pipeline] classify_in_bot = false): their NOTIFY hands the posts to the pipeline at once
     (stories, search index, alerts); the healing sweep takes any whose notification was missed."""
     loop = asyncio.get_running_loop()
@@ -167,7 +167,7 @@ def build_application(config: Config, *, classifier: Any = None, start_sources: 
         app.bot_data[SERVICES_KEY] = services
         pipeline.start()
         if not config.pipeline.classify_in_bot:
-            await _take_from_workers(storage, pipeline, services)
+            await _take_from_workers(storage, pipeline)
         from handlers.menu import bot_commands
 
         await app.bot.set_my_commands(bot_commands())

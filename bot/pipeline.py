@@ -20,7 +20,6 @@ import asyncio
 import dataclasses
 import logging
 import random
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -139,7 +138,7 @@ class Pipeline:
     def __init__(
         self,
         storage: Storage,
-        scorer: Scorer,
+        scorer: Scorer | None,  # None only with classify=False: workers classify
         *,
         alerts: AlertFanout | None = None,
         batch_size: int = 32,
@@ -165,6 +164,8 @@ class Pipeline:
         # classify=False ([pipeline] classify_in_bot = false): 'new' posts are left to `appealwatch worker`
         # processes; their results come back through take_classified
         self.classify = classify
+        if classify and scorer is None:
+            raise ValueError("a pipeline that classifies needs a scorer")
         self.stats = PipelineStats()
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -212,7 +213,7 @@ class Pipeline:
         for attempt in range(STORE_ATTEMPTS):
             try:
                 return await self.storage.store_posts(posts)
-            except sqlite3.OperationalError as exc:
+            except self.storage.transient_errors as exc:
                 if attempt == STORE_ATTEMPTS - 1:
                     raise
                 log.warning("storing %d posts failed (%s); trying again", len(posts), exc)
@@ -350,7 +351,7 @@ class Pipeline:
 
     def _pick_up(self, rows: Sequence[tuple[int, str]]) -> int:
         """Queue 'new' posts for classification and 'classified' ones for the fan-out (unless already ours)."""
-        fresh = [(pid, state) for pid, state in rows if pid not in self._active and (self.classify or state != "new")]
+        fresh = [(pid, state) for pid, state in rows if pid not in self._active]
         classified = [pid for pid, state in fresh if state == "classified"]
         for pid, state in fresh:
             if state == "new":
@@ -472,6 +473,8 @@ class Pipeline:
                 self._release(ids)
 
     async def _process(self, post_ids: list[int]) -> list[int]:
+        if self.scorer is None:
+            raise RuntimeError("this pipeline has no model: its posts are classified by workers")
         scored = await score_stored(self.storage, self.scorer, post_ids, self._executor)
         if not scored.items:
             return []
@@ -503,12 +506,17 @@ class Pipeline:
         post this process already works on, or no longer 'classified', is left alone.
         Returns how many were taken.
         """
-        ids = [pid for pid in dict.fromkeys(post_ids) if pid not in self._active]
-        ids = await self.storage.posts_in_state(ids, "classified")
+        wanted = [pid for pid in dict.fromkeys(post_ids) if pid not in self._active]
+        for pid in wanted:  # held before the first await: a notification and the sweep never both take a post
+            self._hold(pid)
+        try:
+            ids = await self.storage.posts_in_state(wanted, "classified")
+        except Exception:
+            self._release(wanted)
+            raise
+        self._release([pid for pid in wanted if pid not in set(ids)])
         if not ids:
             return 0
-        for pid in ids:
-            self._hold(pid)
         try:
             rows = {r.post_id: r for r in await self.storage.vector_rows(ids=ids)}
             await self._classified([(pid, rows[pid].meta.appeal if pid in rows else False,
@@ -546,4 +554,4 @@ class Pipeline:
             return  # they stay 'classified': the running bot (or its next start) fans them out
         if self.alerts is not None:
             await self.alerts.dispatch(post_ids)
-        await self.storage.set_state(post_ids, "done")
+        await self.storage.finish_posts(post_ids)

@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from bot.pipeline import HealingPolicy, Scorer, failure_reason, score_stored
 from bot.storage import Storage
@@ -61,6 +63,7 @@ class ClassificationWorker:
         self.stats = WorkerStats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
         self._wake = asyncio.Event()
+        self._rng = random.Random()
 
     async def run(self, stop: asyncio.Event) -> None:
         if self.storage.backend == "postgresql":
@@ -68,7 +71,13 @@ class ClassificationWorker:
         log.info("worker %s: claiming up to %d posts at a time, lease %.0f s", self.name, self.batch_size, self.lease)
         try:
             while not stop.is_set():
-                if not await self.step():
+                self._wake.clear()  # before claiming: a NOTIFY that arrives during the claim is not lost
+                try:
+                    claimed = await self.step()
+                except self.storage.transient_errors as exc:  # the database restarting, a deadlock: try again
+                    log.warning("worker %s: database error (%s); trying again in %.1f s", self.name, exc, self.poll)
+                    claimed = 0
+                if not claimed:
                     await self._idle(stop)
         finally:
             released = await self.storage.release_claims(self.name)
@@ -77,7 +86,6 @@ class ClassificationWorker:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        self._wake.clear()
         waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waits, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED)
@@ -87,12 +95,27 @@ class ClassificationWorker:
 
     async def step(self) -> int:
         """Claim one batch and finish it; returns how many posts were claimed (0: nothing to do)."""
-        ids = await self.storage.claim_posts(self.name, self.batch_size, lease=self.lease)
+        ids = await self.storage.claim_posts(self.name, self.batch_size, lease=self.lease,
+                                             max_attempts=self.healing.attempts)
         if not ids:
             return 0
         self.stats.claimed += len(ids)
-        await self._classify(ids)
+        renewing = asyncio.create_task(self._renew(ids), name="renew-claims")
+        try:
+            await self._classify(ids)
+        finally:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
         return len(ids)
+
+    async def _renew(self, ids: list[int]) -> None:
+        """While the batch is classified, its lease is renewed every third of it: a slow batch is not a dead worker."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.storage.renew_claims(self.name, ids, lease=self.lease)
+            except self.storage.transient_errors as exc:
+                log.warning("worker %s: could not renew its claims (%s)", self.name, exc)
 
     async def _classify(self, ids: list[int]) -> None:
         try:
@@ -105,9 +128,13 @@ class ClassificationWorker:
                 return
             self.stats.failed += 1
             counts = await self.storage.record_failures(ids, failure_reason(exc), max_attempts=self.healing.attempts)
-            log.warning("worker %s: post %d failed (%d of %d attempts): %s", self.name, ids[0], counts.get(ids[0], 0),
+            failures = counts.get(ids[0], self.healing.attempts)
+            log.warning("worker %s: post %d failed (%d of %d attempts): %s", self.name, ids[0], failures,
                         self.healing.attempts, failure_reason(exc))
-            return  # still claimed: tried again when the lease runs out (or 'error' after the last attempt)
+            # given back with a backoff: any worker tries it again then ('error' after the last attempt)
+            retry_at = datetime.now(UTC) + timedelta(seconds=self.healing.delay(failures, self._rng))
+            await self.storage.release_claims(self.name, ids, retry_at=retry_at)
+            return
         from bot.crashpoints import crash_point
 
         crash_point("worker_scored")  # tests: SIGKILL with a batch classified and nothing written

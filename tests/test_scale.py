@@ -386,3 +386,54 @@ async def test_each_web_channel_is_polled_by_exactly_one_process(make_storage: C
         for src in sources.values():
             await src.close()
         await storage.close()
+
+
+async def test_storage_migrate_refuses_a_database_holding_another_archive(tmp_path: Path, pg_url: str) -> None:
+    from bot.storage.postgres import PostgresStorage
+
+    for name in ("a", "b"):
+        s = Storage(tmp_path / f"{name}.sqlite3")
+        await s.open()
+        await s.store_post(post(1, f"архив {name}"))
+        await s.close()
+    run = [sys.executable, "-m", "bot", "storage", "migrate", "--to", pg_url, "--from"]
+    assert subprocess.run([*run, str(tmp_path / "a.sqlite3")], capture_output=True, timeout=300).returncode == 0
+    refused = subprocess.run([*run, str(tmp_path / "b.sqlite3")], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "already holds data" in refused.stdout, refused.stdout + refused.stderr
+    dst = PostgresStorage(pg_url)
+    await dst.open()
+    try:
+        only = await dst.find_post("queue_chan", 1)
+        assert only is not None and only.text == "архив a"
+    finally:
+        await dst.close()
+
+
+async def test_a_notification_and_the_sweep_never_both_take_a_post(make_storage: Callable[..., Storage]) -> None:
+    """The bot takes each worker-classified post once, however many paths bring it (NOTIFY, resume, heal)."""
+    from bot.pipeline import Pipeline
+
+    storage = make_storage("take.sqlite3")
+    await storage.open()
+    dispatched: list[int] = []
+
+    class Fanout:
+        async def dispatch(self, post_ids: Sequence[int]) -> None:
+            dispatched.extend(post_ids)
+
+    try:
+        ids = [r.post_id for r in await storage.store_posts([post(i, f"сдавайся {i}") for i in range(6)])]
+        scored = CountingScorer().score([f"сдавайся {i}" for i in range(6)])
+        await storage.save_classifications([(pid, s.classification, s.vector) for pid, s in zip(ids, scored, strict=True)])
+        pipeline = Pipeline(storage, None, alerts=Fanout(), classify=False)
+        pipeline.start()
+        try:
+            taken = await asyncio.gather(pipeline.take_classified(ids), pipeline.take_classified(ids[::-1]),
+                                         pipeline.resume())
+            await pipeline.wait_idle(10)
+        finally:
+            await pipeline.stop()
+        assert sum(taken) == 6 and sorted(dispatched) == sorted(ids)
+        assert await storage.posts_in_state(ids, "done") == ids
+    finally:
+        await storage.close()

@@ -600,3 +600,46 @@ async def test_web_channels_are_shared_fairly_and_each_is_polled_by_one_process(
     assert await storage.lease_channels("bot", lease=180, now=t0 + timedelta(seconds=301)) == alone
     await storage.set_watched("web_3", False)  # an admin stops watching: nobody polls it
     assert "web_3" not in await storage.lease_channels("bot", lease=180, now=t0 + timedelta(seconds=330))
+
+
+async def test_a_post_whose_worker_keeps_dying_ends_in_error_instead_of_looping(storage: Storage) -> None:
+    pid = (await storage.store_post(incoming(mid=9, text="пост, который роняет воркер"))).post_id
+    t0 = datetime(2026, 5, 1, tzinfo=UTC)
+    for n in range(3):  # three workers take it and die with it
+        now = t0 + timedelta(seconds=100 * n)
+        assert await storage.claim_posts(f"w{n}", 5, lease=60, max_attempts=3, now=now) == ([pid] if n < 3 else [])
+    assert await storage.claim_posts("w3", 5, lease=60, max_attempts=3, now=t0 + timedelta(seconds=300)) == []
+    [failed] = await storage.failed_posts()
+    assert failed.id == pid and "stopped before writing" in failed.error
+
+
+async def test_a_slow_worker_renews_its_lease_and_a_release_is_not_a_failure(storage: Storage) -> None:
+    ids = [(await storage.store_post(incoming(mid=i, text=f"медленный пост {i}"))).post_id for i in (1, 2)]
+    t0 = datetime(2026, 5, 1, tzinfo=UTC)
+    assert await storage.claim_posts("slow", 5, lease=60, now=t0) == ids
+    assert await storage.renew_claims("slow", ids, lease=60, now=t0 + timedelta(seconds=40)) == 2
+    later = t0 + timedelta(seconds=70)  # past the first lease, within the renewed one
+    assert await storage.claim_posts("other", 5, lease=60, now=later) == []
+    assert await storage.release_claims("slow", [ids[0]]) == 1
+    assert await storage.claim_posts("other", 5, lease=60, now=later) == [ids[0]]
+    attempts = [int(r[0]) for r in await storage.db.execute_fetchall("SELECT attempts FROM posts ORDER BY id")]
+    assert attempts == [0, 0]
+
+
+async def test_an_edit_during_the_fan_out_is_not_marked_done(storage: Storage) -> None:
+    pid = (await storage.store_post(incoming(mid=3, text="первый текст"))).post_id
+    await storage.save_classifications([(pid, classification(), None)])
+    await storage.store_post(incoming(mid=3, text="исправленный текст"))  # back to 'new' while alerts go out
+    await storage.finish_posts([pid])
+    assert [tuple(r) for r in await storage.db.execute_fetchall("SELECT state FROM posts")] == [("new",)]
+
+
+async def test_concurrent_alert_claims_for_one_post_never_both_win(storage: Storage) -> None:
+    pid = (await storage.store_post(incoming(mid=4))).post_id
+    chats = list(range(1000, 1600))  # more than one INSERT's worth of rows
+    for chat in chats[:10]:
+        await storage.ensure_chat(chat)
+    a, b = await asyncio.gather(storage.claim_alerts(pid, None, chats, "pending"),
+                                storage.claim_alerts(pid, None, chats[::-1], "pending"))
+    assert a.isdisjoint(b) and a | b == set(chats)
+    assert await storage.claim_alerts(pid, None, chats, "pending") == set()

@@ -23,7 +23,7 @@ from bot.config import Config
 from bot.export import write_csv, write_json
 from bot.pipeline import Pipeline
 from bot.sources.desktop_export import import_export
-from bot.storage import SearchQuery
+from bot.storage import SearchQuery, Storage
 from bot.storage.factory import storage_for
 
 
@@ -44,12 +44,17 @@ async def run_import(cfg: Config, path: Path, *, channel: str | None = None) -> 
     await storage.open()
     try:
         classifier = await asyncio.get_running_loop().run_in_executor(None, load_classifier, cfg)
-        pipeline = Pipeline(storage, classifier, alerts=None, batch_size=64, linger=0.2)
+        # with workers ([pipeline] classify_in_bot = false) the posts join their queue: only claims classify
+        in_process = cfg.pipeline.classify_in_bot
+        pipeline = Pipeline(storage, classifier, alerts=None, batch_size=64, linger=0.2, classify=in_process)
         pipeline.start()
         started = time.perf_counter()
         summary = await import_export(path, pipeline, channel=key)
-        print(f"stored; classifying {pipeline.pending} new posts…")
-        await pipeline.wait_idle()
+        if in_process:
+            print(f"stored; classifying {pipeline.pending} new posts…")
+            await pipeline.wait_idle()
+        else:
+            await _wait_for_workers(storage)
         await pipeline.stop()
         seconds = time.perf_counter() - started
         rows = await storage.channel_appeals(summary.channel)
@@ -97,6 +102,20 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
     return asyncio.run(run_reprocess(cli_config(args)))
 
 
+async def _wait_for_workers(storage: Storage) -> None:
+    """Until the workers have classified the queue (a progress bar; Ctrl-C leaves the rest to them)."""
+    from tqdm import tqdm
+
+    waiting = (await storage.queue_depth())[0]
+    print(f"stored; {waiting} posts are in the workers' queue (`appealwatch worker` classifies them)…")
+    with tqdm(total=waiting, unit="post", desc="classified by workers") as bar:
+        while waiting:
+            await asyncio.sleep(1.0)
+            now = (await storage.queue_depth())[0]
+            bar.update(max(0, waiting - now))
+            waiting = now
+
+
 async def run_reprocess(cfg: Config) -> int:
     """Classify every post in state 'error' once more (the bot may be running).
 
@@ -113,6 +132,11 @@ async def run_reprocess(cfg: Config) -> int:
         if not failed:
             print("no posts in state 'error'")
             return 0
+        if not cfg.pipeline.classify_in_bot:  # workers classify: the posts go back to their queue
+            pipeline = Pipeline(storage, None, classify=False)
+            ids = await pipeline.retry_failed()
+            print(f"{len(ids)} posts in state 'error' are back in the workers' queue; /status shows what still fails")
+            return 0
         print(f"{len(failed)} posts in state 'error'; classifying them again…")
         classifier = await asyncio.get_running_loop().run_in_executor(None, load_classifier, cfg)
         pipeline = Pipeline(storage, classifier, alerts=None, batch_size=cfg.model.batch_size, hand_off=True)
@@ -127,3 +151,4 @@ async def run_reprocess(cfg: Config) -> int:
         return 1 if still else 0
     finally:
         await storage.close()
+

@@ -19,6 +19,7 @@ import numpy as np
 from bot.cli.common import cli_config as _config
 from bot.config import Config
 from bot.storage import Storage
+from bot.storage.factory import storage_for
 
 if TYPE_CHECKING:
     from models.training.dataset import Example
@@ -80,8 +81,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     dev: list[Example] = training_examples(("dev",))
     extra: list[Example] = []
     if args.with_feedback:
-        extra = asyncio.run(feedback_examples(cfg.storage.path))
-        print(f"feedback: {len(extra)} labelled examples from {cfg.storage.path}")
+        store = storage_for(cfg.storage)
+        extra = asyncio.run(feedback_examples(store))
+        print(f"feedback: {len(extra)} labelled examples from {store.describe()}")
     rows = rows + extra
     # a new adapter is trained in a scratch folder and moves into `out` only if the model is kept
     scratch = Path(tempfile.mkdtemp(prefix=".train-", dir=out.parent if out.parent.is_dir() else None))
@@ -286,11 +288,12 @@ def cmd_language(args: argparse.Namespace) -> int:
 # -- feedback as training data ---------------------------------------------------------
 
 
-async def feedback_examples(db_path: Path) -> list[Example]:
+async def feedback_examples(source: Path | Storage) -> list[Example]:
+    """The latest verdict per post wins; ✅ confirms the model's own labels. ``source``: an SQLite file
+    or an unopened Storage (PostgreSQL included); it is opened and closed here."""
     from models.training.dataset import Example
 
-    """The latest verdict per post wins; ✅ confirms the model's own labels."""
-    storage = Storage(db_path)
+    storage = Storage(source) if isinstance(source, Path) else source
     await storage.open()
     try:
         latest: dict[int, Example] = {}

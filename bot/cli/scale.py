@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from bot.cli.common import cli_config
 from bot.config import Config
-from bot.pipeline import ScoredLike
 from bot.storage import Storage
 
 
@@ -19,6 +17,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     cfg = cli_config(args)
     if cfg.storage.url is None:
         print("error: `appealwatch worker` needs [storage] url (PostgreSQL): the bot and its workers share posts there")
+        return 2
+    if cfg.pipeline.classify_in_bot:
+        print("error: `appealwatch worker` needs [pipeline] classify_in_bot = false (the bot's config too): with the bot "
+              "classifying as well, a post could be classified by both")
         return 2
     return asyncio.run(run_worker(cfg, name=args.name))
 
@@ -67,7 +69,7 @@ def _poll_web_channels(cfg: Config, storage: Storage, name: str) -> asyncio.Task
     from bot.sources.webpreview.settings import channel_lease, web_settings
 
     settings = web_settings(cfg.sources.web)
-    sink = Pipeline(storage, _NoScorer(), classify=False)
+    sink = Pipeline(storage, None, classify=False)
     source = WebPreviewSource(sink, settings, on_unavailable=lambda ch, why: _unavailable(storage, ch, why))
 
     async def channels() -> list[str]:
@@ -86,11 +88,6 @@ async def _unavailable(storage: Storage, channel: str, reason: str) -> None:
     await storage.mark_unavailable(channel, reason)  # the bot's /status shows it to the admins
 
 
-class _NoScorer:
-    def score(self, texts: Sequence[str]) -> Sequence[ScoredLike]:
-        raise AssertionError("a worker's web source stores posts only; classification is the queue's")
-
-
 def _sqlite_path(url: str) -> Path:
     """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or a plain file path."""
     if url.startswith("sqlite:"):
@@ -103,7 +100,7 @@ def cmd_storage_migrate(args: argparse.Namespace) -> int:
     if not args.to.startswith(("postgresql://", "postgres://")):
         print("error: --to must be a PostgreSQL URL (postgresql://user@host/db)")
         return 2
-    source = _sqlite_path(args.source)
+    source = _sqlite_path(args.source).resolve()
     if not source.is_file():
         print(f"error: no SQLite database at {source}")
         return 2
@@ -114,7 +111,7 @@ async def _migrate(source: Path, destination: str) -> int:
     from tqdm import tqdm
 
     from bot.storage.postgres import redact
-    from bot.storage.transfer import copy_sqlite_to_postgres
+    from bot.storage.transfer import MigrationRefused, copy_sqlite_to_postgres
 
     bars: dict[str, tqdm] = {}
 
@@ -127,7 +124,11 @@ async def _migrate(source: Path, destination: str) -> int:
             bar.close()
 
     print(f"copying {source} → {redact(destination)}")
-    copies = await copy_sqlite_to_postgres(source, destination, progress=progress)
+    try:
+        copies = await copy_sqlite_to_postgres(source, destination, progress=progress)
+    except MigrationRefused as exc:
+        print(f"error: {exc}")
+        return 2
     for bar in bars.values():
         bar.close()
     print(f"{'table':<16}{'in SQLite':>12}{'copied':>10}{'already there':>15}")

@@ -62,7 +62,11 @@ def _dt(ts: int | None) -> datetime | None:
 
 
 class Storage:
-    """All database access. One connection; aiosqlite runs it on its own thread."""
+    """All database access, in SQL that SQLite (3.35+) and PostgreSQL both accept.
+
+    This class is the SQLite engine (one aiosqlite connection on its own thread, writes
+    serialised by ``guard``); ``postgres.PostgresStorage`` swaps the connection and the few
+    dialect hooks below (full-text syntax, JSON and date functions, row locking)."""
 
     def __init__(self, path: Path | None, *, channels_need_approval: bool = False) -> None:
         # the SQLite file (None for PostgresStorage, whose data lives behind a URL)
@@ -79,10 +83,13 @@ class Storage:
 
     @property
     def db(self) -> Connection:
-        """The connection; every write through it takes the transaction lock."""
+        """The connection (SQLite: every write through it takes the transaction lock)."""
         if self._guarded is None:
             raise RuntimeError("Storage.open() was not called")
         return self._guarded
+
+    # errors worth trying again (a busy database file); PostgresStorage adds lost connections and deadlocks
+    transient_errors: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
 
     @property
     def backend(self) -> str:
@@ -377,6 +384,13 @@ class Storage:
         """A post's ``search_terms`` (its lemmas; the FTS5 tokenizer folds case and diacritics itself)."""
         return text_terms(text)
 
+    async def finish_posts(self, post_ids: Sequence[int]) -> None:
+        """Classified posts whose alerts went out are 'done' — unless an edit sent one back to 'new' meanwhile."""
+        ids = list(dict.fromkeys(post_ids))
+        if ids:
+            await self.db.execute(
+                f"UPDATE posts SET state='done' WHERE state='classified' AND id IN ({','.join('?' * len(ids))})", ids)
+
     async def set_state(self, post_ids: Iterable[int], state: str) -> None:
         ids = list(post_ids)
         if ids:
@@ -406,8 +420,8 @@ class Storage:
             if worker is not None and items:
                 marks = ",".join("?" * len(items))
                 owned = {int(r[0]) for r in await self.db.fetch_write(
-                    f"UPDATE posts SET claim_until=NULL WHERE id IN ({marks}) AND claimed_by=? AND state='new' "
-                    "RETURNING id", (*(pid for pid, _, _ in items), worker))}
+                    f"UPDATE posts SET claim_until=NULL, attempts=0, error=NULL WHERE id IN ({marks}) AND claimed_by=? "
+                    "AND state='new' RETURNING id", (*(pid for pid, _, _ in items), worker))}
                 items = [it for it in items if it[0] in owned]
             if not items:
                 return []
@@ -439,19 +453,52 @@ class Storage:
 
     _SKIP_LOCKED = ""  # PostgreSQL adds FOR UPDATE SKIP LOCKED: two workers never wait on, or take, the same rows
 
-    async def claim_posts(self, worker: str, limit: int, *, lease: float, now: datetime | None = None) -> list[int]:
-        """Up to ``limit`` 'new' posts that nobody holds, or whose holder's lease ran out, now held by
-        ``worker`` until ``now + lease`` seconds; oldest first."""
+    async def claim_posts(self, worker: str, limit: int, *, lease: float, max_attempts: int = 3,
+                          now: datetime | None = None) -> list[int]:
+        """Up to ``limit`` 'new' posts with text that nobody holds, or whose holder's lease ran out, now held
+        by ``worker`` until ``now + lease`` seconds (``renew_claims`` extends it); oldest first.
+
+        Taking over a lease that ran out counts as a failed attempt (its worker died or hung with
+        the batch): a post that kills every worker that takes it ends in state 'error' after
+        ``max_attempts``, like a post whose classification raises, instead of being taken forever.
+        """
         ts = _ts(now) or int(time.time())
+        await self.db.execute(
+            "UPDATE posts SET state='error', claimed_by=NULL, claim_until=NULL, error=COALESCE(error || '; ', '') || "
+            "'its worker stopped before writing, too often' WHERE state='new' AND claimed_by IS NOT NULL "
+            "AND claim_until<=? AND attempts+1>=?", (ts, max_attempts))
         rows = await self.db.fetch_write(
-            "UPDATE posts SET claimed_by=?, claim_until=? WHERE id IN (SELECT id FROM posts WHERE state='new' "
-            f"AND COALESCE(claim_until, 0)<=? ORDER BY id LIMIT ?{self._SKIP_LOCKED}) RETURNING id",
+            "UPDATE posts SET attempts=attempts + CASE WHEN claimed_by IS NULL THEN 0 ELSE 1 END, "
+            "error=CASE WHEN claimed_by IS NULL THEN error ELSE 'worker ' || claimed_by || ' stopped before writing' END, "
+            "claimed_by=?, claim_until=? WHERE id IN (SELECT id FROM posts WHERE state='new' AND COALESCE(claim_until, 0)<=? "
+            f"AND length(trim(text))>0 ORDER BY id LIMIT ?{self._SKIP_LOCKED}) RETURNING id",
             (worker, ts + math.ceil(lease), ts, int(limit)))
         return sorted(int(r[0]) for r in rows)
 
-    async def release_claims(self, worker: str) -> int:
-        """A worker that stops cleanly gives back what it holds and did not finish (others take it at once)."""
-        cur = await self.db.execute("UPDATE posts SET claim_until=NULL WHERE claimed_by=? AND state='new'", (worker,))
+    async def renew_claims(self, worker: str, post_ids: Sequence[int], *, lease: float, now: datetime | None = None) -> int:
+        """A worker still busy with its batch keeps it: the lease runs from now again."""
+        ids = list(dict.fromkeys(post_ids))
+        if not ids:
+            return 0
+        cur = await self.db.execute(
+            f"UPDATE posts SET claim_until=? WHERE claimed_by=? AND state='new' AND id IN ({','.join('?' * len(ids))})",
+            ((_ts(now) or int(time.time())) + math.ceil(lease), worker, *ids))
+        return max(0, cur.rowcount)
+
+    async def release_claims(self, worker: str, post_ids: Sequence[int] | None = None, *,
+                             retry_at: datetime | None = None) -> int:
+        """Give back what ``worker`` holds and did not write (all, or ``post_ids``): free at once, or from
+        ``retry_at`` (a failed classification's backoff). A release is not a failure: no attempt counted."""
+        where = "claimed_by=? AND state='new'"
+        args: list[object] = [worker]
+        if post_ids is not None:
+            ids = list(dict.fromkeys(post_ids))
+            if not ids:
+                return 0
+            where += f" AND id IN ({','.join('?' * len(ids))})"
+            args += ids
+        cur = await self.db.execute(f"UPDATE posts SET claimed_by=NULL, claim_until=? WHERE {where}",
+                                    (_ts(retry_at), *args))
         return max(0, cur.rowcount)
 
     async def notify(self, channel: str, payload: str = "") -> None:
@@ -481,7 +528,8 @@ class Storage:
             await self.db.execute(f"UPDATE channels SET poll_until=? WHERE {held}", (until, owner, source))
             await self.db.execute("INSERT INTO pollers(owner, alive_until) VALUES (?, ?) ON CONFLICT(owner) DO UPDATE "
                                   "SET alive_until=excluded.alive_until", (owner, until))
-            await self.db.execute("DELETE FROM pollers WHERE alive_until<=?", (ts,))
+            await self.db.execute("DELETE FROM pollers WHERE owner IN (SELECT owner FROM pollers WHERE alive_until<=?"
+                                  f"{self._SKIP_LOCKED})", (ts,))
             total = (await self._rows("SELECT COUNT(*) FROM channels WHERE watched=1 AND source=?", (source,)))[0][0]
             pollers = (await self._rows("SELECT COUNT(*) FROM pollers WHERE alive_until>?", (ts,)))[0][0]
             share = math.ceil(int(total) / max(1, int(pollers)))
@@ -789,16 +837,18 @@ class Storage:
         lease, deadline = _ts(lease_until), _ts(deliver_by)
 
         async def run() -> set[int]:
-            marks = ",".join("?" * len(chat_ids))
-            taken = {int(r[0]) for r in await self._rows(
-                f"SELECT chat_id FROM alerts WHERE post_id=? AND chat_id IN ({marks})", (post_id, *chat_ids))}
-            fresh = [c for c in dict.fromkeys(chat_ids) if c not in taken]
+            # the rows this call inserted, from RETURNING: two processes (or tasks) claiming at once never both win
             now = int(time.time())
-            await self.db.executemany(
-                "INSERT INTO alerts(chat_id, post_id, story_id, status, created_at, lease_until, deliver_by) "
-                "VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                [(c, post_id, story_id, status, now, lease, deadline) for c in fresh])
-            return set(fresh)
+            chats = sorted(set(chat_ids))  # one order for every caller: concurrent claims never deadlock
+            claimed: set[int] = set()
+            for start in range(0, len(chats), 500):
+                part = chats[start : start + 500]
+                rows = await self.db.fetch_write(
+                    "INSERT INTO alerts(chat_id, post_id, story_id, status, created_at, lease_until, deliver_by) VALUES "
+                    + ",".join(["(?,?,?,?,?,?,?)"] * len(part)) + " ON CONFLICT DO NOTHING RETURNING chat_id",
+                    [v for c in part for v in (c, post_id, story_id, status, now, lease, deadline)])
+                claimed.update(int(r[0]) for r in rows)
+            return claimed
 
         claimed: set[int] = await self._tx(run)
         return claimed
@@ -1259,7 +1309,7 @@ class Storage:
         rows = await self._rows(
             self._POST_SELECT + " WHERE cl.appeal=1 AND p.date>=? AND p.date<? AND c.approval='approved' "
             "AND (p.story_id IS NULL OR p.id=(SELECT first_post_id FROM stories s WHERE s.id=p.story_id)) "
-            "ORDER BY (SELECT posts FROM stories s WHERE s.id=p.story_id) DESC, cl.score DESC LIMIT ?",
+            "ORDER BY COALESCE((SELECT posts FROM stories s WHERE s.id=p.story_id), 1) DESC, cl.score DESC LIMIT ?",
             (_ts(since), _ts_end(until), limit),
         )
         return [self._row_to_post(r) for r in rows]

@@ -5,8 +5,9 @@ this wrapper turns them into asyncpg's ``$1, $2 …`` (once per statement text, 
 gives back what the SQLite connection does: rows that index by position and by name, and a
 row count for writes. A transaction pins one pooled connection to the task that opened it
 (a context variable), so a statement inside it runs on that connection and every other
-task's statements run on their own: PostgreSQL, unlike a shared SQLite connection, needs
-no lock to keep concurrent writers apart.
+task's statements run on their own pooled connections: unlike the one shared SQLite
+connection, no lock serialises writers here, so ``Storage`` makes every check-then-write
+atomic in SQL (``ON CONFLICT … RETURNING``, ``SKIP LOCKED``, conditional updates).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import re
 import threading
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import numpy as np
@@ -71,13 +71,17 @@ def _any(terms: Iterable[str], weight: str) -> str:
 
 
 def redact(url: str) -> str:
-    """A libpq URL without its password, for logs."""
+    """A libpq URL without its password (in the user part or the query), for logs."""
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    # by hand: urlunsplit drops the empty host of postgresql:///db
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 class PostgresStorage(Storage):
@@ -96,6 +100,11 @@ class PostgresStorage(Storage):
     _DAY = "to_char(to_timestamp(p.date) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
     _SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
 
+    transient_errors: tuple[type[Exception], ...] = (
+        asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.exceptions.DeadlockDetectedError,
+        asyncpg.exceptions.SerializationError, asyncpg.exceptions.CannotConnectNowError, ConnectionError, OSError,
+        TimeoutError)
+
     def __init__(self, url: str, *, channels_need_approval: bool = False, pool_size: int = 10) -> None:
         super().__init__(None, channels_need_approval=channels_need_approval)
         self.url = url
@@ -103,6 +112,9 @@ class PostgresStorage(Storage):
         self._pool: asyncpg.Pool | None = None
         self._pg: PgConnection | None = None
         self._listener: asyncpg.Connection | None = None
+        self._listeners: dict[str, Callable[[str], None]] = {}
+        self._relisten: asyncio.Task[None] | None = None
+        self._vectors: VectorFetcher | None = None
 
     @property
     def db(self) -> Connection:
@@ -120,12 +132,24 @@ class PostgresStorage(Storage):
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_size)
         self._pg = PgConnection(self._pool)
-        await self.migrate()
+        try:
+            await self.migrate()
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
+        if self._relisten is not None:
+            self._relisten.cancel()
+            await asyncio.gather(self._relisten, return_exceptions=True)
+            self._relisten = None
+        self._listeners.clear()
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
+        if self._vectors is not None:
+            self._vectors.close()
+            self._vectors = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = self._pg = None
@@ -231,7 +255,9 @@ class PostgresStorage(Storage):
             loop.close()
 
     def vector_fetcher(self) -> FetchVectors:
-        return pg_vector_fetcher(self.url)
+        if self._vectors is None:
+            self._vectors = VectorFetcher(self.url)
+        return self._vectors.fetch
 
     # -- wake-ups between processes -------------------------------------------------------------
 
@@ -240,14 +266,48 @@ class PostgresStorage(Storage):
         await self.db.execute("SELECT pg_notify(?, ?)", (channel, payload))
 
     async def listen(self, channel: str, callback: Callable[[str], None]) -> None:
-        """Call ``callback(payload)`` on every notification of ``channel`` (one dedicated connection)."""
-        if self._listener is None:
-            self._listener = await asyncpg.connect(self.url)
+        """Call ``callback(payload)`` on every notification of ``channel``, over one dedicated connection.
 
-        def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        If that connection is lost (the server restarted), it is opened again and every channel
+        listened to again, and each callback gets an empty payload: what was notified meanwhile
+        is lost, so listeners look for work themselves then (workers claim; the bot's sweep).
+        """
+        self._listeners[channel] = callback
+        if self._listener is None or self._listener.is_closed():
+            await self._connect_listener()
+        else:
+            await self._listener.add_listener(channel, self._on_notify)
+
+    def _on_notify(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+        callback = self._listeners.get(channel)
+        if callback is not None:
             callback(payload)
 
-        await self._listener.add_listener(channel, on_notify)
+    async def _connect_listener(self) -> None:
+        conn = await asyncpg.connect(self.url)
+        conn.add_termination_listener(self._on_listener_lost)
+        for channel in self._listeners:
+            await conn.add_listener(channel, self._on_notify)
+        self._listener = conn
+
+    def _on_listener_lost(self, _conn: object) -> None:
+        if self._listeners and (self._relisten is None or self._relisten.done()):
+            self._relisten = asyncio.get_running_loop().create_task(self._reconnect_listener(), name="pg-relisten")
+
+    async def _reconnect_listener(self) -> None:
+        delay = 0.5
+        while self._listeners:
+            try:
+                await self._connect_listener()
+            except self.transient_errors as exc:
+                log.warning("LISTEN connection lost; reconnecting in %.0f s (%s)", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
+                continue
+            log.info("LISTEN connection restored (%s)", ", ".join(self._listeners))
+            for callback in list(self._listeners.values()):
+                callback("")  # notifications sent while it was down are gone: look for work now
+            return
 
     async def store_posts(self, posts: Sequence[IncomingPost]) -> list[IngestResult]:
         results = await super().store_posts(posts)
@@ -257,26 +317,39 @@ class PostgresStorage(Storage):
 
 
 
-def pg_vector_fetcher(url: str) -> FetchVectors:
-    """``fetch_vectors`` for PostgreSQL: float16 embeddings by post id, from any thread.
+class VectorFetcher:
+    """``fetch_vectors`` for PostgreSQL: float16 embeddings by post id, callable from any thread.
 
-    The vector index calls it synchronously (from the search's worker thread, sometimes from
-    the event loop), so it owns a private event loop on its own thread with one connection.
+    The vector index calls it synchronously (from the search's worker thread; ``vector_of``
+    sometimes on the event loop), so it owns a private event loop on its own thread, with one
+    connection; ``close`` (from ``PostgresStorage.close``) ends both.
     """
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, name="pg-vectors", daemon=True).start()
-    conn: asyncpg.Connection | None = None
 
-    async def fetch_async(ids: list[int]) -> dict[int, np.ndarray]:
-        nonlocal conn
-        if conn is None or conn.is_closed():
-            conn = await asyncpg.connect(url)
-        rows = await conn.fetch("SELECT post_id, embedding FROM classifications WHERE post_id = ANY($1::bigint[])", ids)
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="pg-vectors", daemon=True)
+        self._thread.start()
+        self._conn: asyncpg.Connection | None = None
+
+    async def _fetch(self, ids: list[int]) -> dict[int, np.ndarray]:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(self.url)
+        rows = await self._conn.fetch("SELECT post_id, embedding FROM classifications WHERE post_id = ANY($1::bigint[])", ids)
         return {int(r[0]): np.frombuffer(r[1], dtype=np.float16).astype(np.float32) for r in rows if r[1] is not None}
 
-    def fetch(ids: Sequence[int]) -> dict[int, np.ndarray]:
+    def fetch(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         if not ids:
             return {}
-        return asyncio.run_coroutine_threadsafe(fetch_async([int(i) for i in ids]), loop).result(timeout=60)
+        return asyncio.run_coroutine_threadsafe(self._fetch([int(i) for i in ids]), self._loop).result(timeout=30)
 
-    return fetch
+    def close(self) -> None:
+        async def shut() -> None:
+            if self._conn is not None:
+                await self._conn.close()
+
+        if self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(timeout=10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        self._loop.close()

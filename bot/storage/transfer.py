@@ -3,7 +3,9 @@
 Streamed: each table is read in rowid order, a chunk at a time, and written with
 ``executemany``; nothing is held in memory but one chunk. Idempotent: ids are kept and every
 insert is ``ON CONFLICT DO NOTHING`` (the key-less ``fetch_errors`` checks the row first), so
-an interrupted move is finished by running it again, and a second run adds nothing. Both
+an interrupted move is finished by running it again, and a second run adds nothing. Kept ids
+mean the destination must be empty, or a copy of this very source (``meta`` remembers the
+source): merging two archives would attach one's edits and alerts to the other's posts. Both
 databases are migrated to the current schema first; the PostgreSQL id sequences are moved past
 the copied ids at the end, so new rows never collide with old ones.
 """
@@ -16,13 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from bot.storage.database import Storage
-from bot.storage.postgres import PostgresStorage, pg_terms
+from bot.storage.postgres import PostgresStorage, pg_terms, redact
 
 # parents before children (foreign keys); _migrations is each database's own
 TABLES = ("channels", "fetch_errors", "posts", "post_edits", "classifications", "stories", "chats", "subscriptions",
           "muted_channels", "alerts", "feedback", "meta")
 SERIAL_TABLES = ("channels", "posts", "post_edits", "stories", "feedback")
 CHUNK = 2_000
+MIGRATED_FROM = "migrated_from"  # meta key: the SQLite file a PostgreSQL database was copied from
+
+
+class MigrationRefused(ValueError):
+    """The destination holds other data: copying with kept ids would mix two archives."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,13 @@ async def copy_sqlite_to_postgres(source: Path, destination: str, *, progress: P
     await src.open()
     await dst.open()
     try:
+        origin = str(source)  # the archive's identity in meta (the CLI passes it resolved)
+        marked = await dst.get_meta(MIGRATED_FROM)
+        if marked != origin and (await dst.count_posts() or await _count(dst, "chats")):
+            raise MigrationRefused(
+                f"{redact(destination)} already holds data" + (f" copied from {marked}" if marked else "")
+                + "; copying keeps ids, so the destination must be empty or a copy of this same archive")
+        await dst.set_meta(MIGRATED_FROM, origin)
         return [await _copy_table(src, dst, table, progress, chunk) for table in TABLES]
     finally:
         await dst.close()
