@@ -396,9 +396,12 @@ async def test_storage_migrate_refuses_a_database_holding_another_archive(tmp_pa
         await s.open()
         await s.store_post(post(1, f"архив {name}"))
         await s.close()
-    run = [sys.executable, "-m", "bot", "storage", "migrate", "--to", pg_url, "--from"]
-    assert subprocess.run([*run, str(tmp_path / "a.sqlite3")], capture_output=True, timeout=300).returncode == 0
-    refused = subprocess.run([*run, str(tmp_path / "b.sqlite3")], capture_output=True, text=True, timeout=300)
+    def migrate(source: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bot", "storage", "migrate", "--to", pg_url, "--from", source],
+                              capture_output=True, text=True, timeout=300)
+
+    assert migrate(str(tmp_path / "a.sqlite3")).returncode == 0
+    refused = migrate(str(tmp_path / "b.sqlite3"))
     assert refused.returncode == 2 and "already holds data" in refused.stdout, refused.stdout + refused.stderr
     dst = PostgresStorage(pg_url)
     await dst.open()
