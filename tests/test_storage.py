@@ -631,7 +631,7 @@ async def test_an_edit_during_the_fan_out_is_not_marked_done(storage: Storage) -
     await storage.save_classifications([(pid, classification(), None)])
     await storage.store_post(incoming(mid=3, text="исправленный текст"))  # back to 'new' while alerts go out
     await storage.finish_posts([pid])
-    assert [tuple(r) for r in await storage.db.execute_fetchall("SELECT state FROM posts")] == [("new",)]
+    assert [str(r[0]) for r in await storage.db.execute_fetchall("SELECT state FROM posts")] == ["new"]
 
 
 async def test_concurrent_alert_claims_for_one_post_never_both_win(storage: Storage) -> None:
