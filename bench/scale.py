@@ -9,12 +9,15 @@ Real-length posts (the real channel posts of ``../shared/data/real`` that the mo
 2. **1 worker / 2 workers**: the posts are stored, then ``appealwatch worker`` child processes
    (2 threads, or 1 thread each) claim, classify and write them; timed from the workers being
    ready (model loaded) to an empty queue;
-3. **the database alone**: with a scorer that costs nothing, how many posts/s PostgreSQL stores
+3. **ingest → alert through PostgreSQL** (``--latency``): ``bench/latency.py`` at 10 posts/s, 100
+   chats, 5 % appeals, with the bot on PostgreSQL and 1 worker, then (the baseline, same run)
+   the bot on SQLite classifying itself; each in its own process;
+4. **the database alone**: with a scorer that costs nothing, how many posts/s PostgreSQL stores
    (``store_posts`` in batches of 50) and how many it hands out and takes back (``claim_posts`` +
    ``save_classifications`` with a 384-dim vector, 1 and 4 concurrent claimers). From these and
    the worker rate, on paper: how many worker hosts one database feeds.
 
-    .venv/bin/python bench/scale.py --pg "postgresql:///appealwatch_test?host=/var/run/postgresql" --posts 200
+    .venv/bin/python bench/scale.py --pg "postgresql:///appealwatch_test?host=/var/run/postgresql" --posts 200 [--latency]
 
 On this 2-core machine the database, the workers and the benchmark share the same two cores:
 the database figures are a floor for a real server.
@@ -171,6 +174,13 @@ async def database_alone(url: str, texts: Sequence[str], n_posts: int) -> dict[s
     return out
 
 
+def run_latency(extra: list[str]) -> str:
+    """bench/latency.py in its own process (its own bot, model and Bot API); its printed figures."""
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("latency.py")), "--rate", "10", "--chats", "100",
+                           "--appeal-share", "0.05", *extra], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
 async def main_async(args: argparse.Namespace) -> None:
     from models.training.dataset import load_real_examples
 
@@ -193,6 +203,13 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"database alone: {name:<34} {rate:8.0f}")
     host = max(rates["1 worker (2 threads)"], rates["2 workers (1 thread each)"])
     ceiling = min(db["store posts/s (batches of 50)"], db["claim+write posts/s, 4 claimers"])
+    if args.latency:
+        for label, extra in (("PostgreSQL, 1 worker", ["--postgres", args.pg, "--workers", "1"]),
+                             ("SQLite, in-bot (baseline)", [])):
+            out = await asyncio.to_thread(run_latency, extra)
+            for line in out.splitlines():
+                if "latency" in line or "first alert" in line:
+                    print(f"ingest → alert, {label}: {line.strip()}")
     print(f"on paper: one database here takes ~{ceiling:.0f} posts/s (the lower of store and claim+write); a 2-core "
           f"worker host classifies ~{host:.1f} real posts/s, so one database feeds ~{ceiling / host:.0f} such hosts "
           f"(or ~{ceiling / (host * 8):.0f} hosts with 16 cores, scaling per core)")
@@ -203,6 +220,7 @@ def main() -> None:
     ap.add_argument("--pg", default=os.environ.get("APPEALWATCH_TEST_PG", "postgresql:///appealwatch_test?host=/var/run/postgresql"))
     ap.add_argument("--posts", type=int, default=200, help="real posts classified in each mode")
     ap.add_argument("--db-posts", type=int, default=5000, help="posts for the database-alone figures")
+    ap.add_argument("--latency", action="store_true", help="also ingest → alert at 10 posts/s (bench/latency.py, ~4 min)")
     asyncio.run(main_async(ap.parse_args()))
 
 
