@@ -1090,14 +1090,18 @@ class Storage:
         n_posts = int(rows[0][0] or 0)
         if n_posts < self.COMMON_MIN_POSTS:
             return set()
-        tokens = {t: fold_token(t) for g in groups for t in g}
-        marks = ",".join("?" * len(set(tokens.values())))
-        counts = {str(r[0]): int(r[1]) for r in await self._rows(
-            f"SELECT term, doc FROM posts_vocab WHERE col='search_terms' AND term IN ({marks})",
-            tuple(set(tokens.values())))}
-        common = {i for i, g in enumerate(groups)
-                  if min(counts.get(tokens[t], 0) for t in g) > self.COMMON_SHARE * n_posts}
+        cap = int(self.COMMON_SHARE * n_posts)  # a count is over the share exactly when it is over this
+        counts = await self._doc_counts({t for g in groups for t in g}, cap)
+        common = {i for i, g in enumerate(groups) if min(counts.get(t, 0) for t in g) > cap}
         return common if len(common) < len(groups) else set()
+
+    async def _doc_counts(self, terms: set[str], cap: int) -> dict[str, int]:
+        """Posts holding each term (any count above ``cap`` will do): FTS5's vocabulary table knows them all."""
+        folded = {t: fold_token(t) for t in terms}
+        marks = ",".join("?" * len(set(folded.values())))
+        docs = {str(r[0]): int(r[1]) for r in await self._rows(
+            f"SELECT term, doc FROM posts_vocab WHERE col='search_terms' AND term IN ({marks})", tuple(set(folded.values())))}
+        return {t: docs.get(f, 0) for t, f in folded.items()}
 
     async def _ranked_pass(self, match: str, cond: str, args: Sequence[Any], window: int) -> list[tuple[int, float]]:
         """(id, sort key) of the newest ``window`` matches that pass ``cond``; lower key = better."""

@@ -205,17 +205,10 @@ class PostgresStorage(Storage):
             parts.append(_any(months, "D"))
         return " & ".join(filter(None, parts))
 
-    async def _common_groups(self, groups: list[tuple[str, ...]]) -> set[int]:
-        """As in ``Storage``, with document frequencies counted (and capped) from the GIN index."""
-        if len(groups) < 2:
-            return set()
-        rows = await self._rows("SELECT max(id) FROM posts")
-        n_posts = int(rows[0][0] or 0)
-        if n_posts < self.COMMON_MIN_POSTS:
-            return set()
-        cap = int(self.COMMON_SHARE * n_posts)
+    async def _doc_counts(self, terms: set[str], cap: int) -> dict[str, int]:
+        """Counted from the GIN index, stopping past ``cap``: PostgreSQL keeps no vocabulary table."""
         counts: dict[str, int] = {}
-        for term in {t for g in groups for t in g}:
+        for term in terms:
             expr = _lexemes(term, "A")
             if not expr:
                 counts[term] = 0
@@ -223,8 +216,7 @@ class PostgresStorage(Storage):
             found = await self._rows("SELECT COUNT(*) FROM (SELECT 1 FROM posts WHERE search_tsv @@ "
                                      "to_tsquery('simple', ?) LIMIT ?) AS t", (expr, cap + 1))
             counts[term] = int(found[0][0])
-        common = {i for i, g in enumerate(groups) if min(counts[t] for t in g) > cap}
-        return common if len(common) < len(groups) else set()
+        return counts
 
     async def storage_bytes(self) -> dict[str, int]:
         rows = await self._rows(
