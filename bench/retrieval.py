@@ -21,10 +21,14 @@ in each mode. Figures:
 * by the query's language, and **cross-lingual**: the same figures counting only the
   relevant posts whose language differs from the query's, over the queries that have any.
 
+The index and the queries are in the language-neutral space the bot uses (``models.search_space``:
+each language's centroid taken out); ``--raw`` runs the previous design, raw embeddings, instead.
+
 Held out: the queries are split in half by a hash of their id. Unless ``--no-sweep``, hybrid
-is rerun on the *dev* half over MIN_SIMILARITY 0.80..0.86, RRF_K 5/10/30/60, CANDIDATES
-30/50/100 and the vector weight 1/1.5/2; the bot's settings are chosen there, and the figures are printed for all queries
-and for the *test* half alone. ``tests/test_search_hybrid.py`` imports this module.
+is rerun on the *dev* half over the similarity floor (0.17..0.30; raw: 0.80..0.86), RRF_K
+5/10/30/60, CANDIDATES 30/50/100 and the vector weight 1/1.5/2; the bot's settings are chosen
+there, and the figures are printed for all queries and for the *test* half alone.
+``tests/test_search_hybrid.py`` imports this module.
 """
 
 from __future__ import annotations
@@ -176,7 +180,9 @@ class Corpus:
 
 
 async def build_corpus(classifier: Any, *, db_dir: Path | None = None, cache: Path | None = None,
-                       progress: bool = False) -> Corpus:
+                       progress: bool = False, neutral: bool = True) -> Corpus:
+    """The judged posts stored, classified and indexed as the bot does (``neutral``: the index takes the
+    classifier's language centroids, when it has them; False: raw embeddings, the previous design)."""
     tmp = None
     if db_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="aw-retrieval-")
@@ -193,7 +199,8 @@ async def build_corpus(classifier: Any, *, db_dir: Path | None = None, cache: Pa
     classes, vectors = classify_all(classifier, [ex.text for _, _, ex in posts], cache, progress=progress)
     seconds = time.perf_counter() - t0
     await storage.save_classifications(list(zip(pids, classes, vectors, strict=True)))
-    index = VectorIndex(dim=vectors.shape[1])
+    space = getattr(classifier, "search_space", None) if neutral else None
+    index = VectorIndex(dim=vectors.shape[1], centroids=space.posts if space is not None else None)
     await load_index(index, storage)
     example_of = {pid: ex.id for pid, (_, _, ex) in zip(pids, posts, strict=True)}
     return Corpus(
@@ -204,11 +211,16 @@ async def build_corpus(classifier: Any, *, db_dir: Path | None = None, cache: Pa
     )
 
 
-def query_embedder(classifier: Any) -> Callable[[str], np.ndarray]:
-    """What the bot's ``Services.embed_query`` does, memoised (sweeps embed each query once)."""
+def query_embedder(classifier: Any, *, neutral: bool = True) -> Callable[[str], np.ndarray]:
+    """What the bot's ``Services.embed_query`` does, memoised (sweeps embed each query once).
+
+    ``neutral``: into the classifier's language-neutral space (``embed_query``), else the raw embedding.
+    """
 
     @functools.cache
     def embed(text: str) -> np.ndarray:
+        if neutral and getattr(classifier, "search_space", None) is not None:
+            return np.asarray(classifier.embed_query(text), dtype=np.float32)
         return np.asarray(classifier.embed([text])[0], dtype=np.float32)
 
     return embed
@@ -222,7 +234,7 @@ async def run_queries(corpus: Corpus, queries: Sequence[Query], embed: Callable[
     for q in queries:
         res = await hybrid_search(
             corpus.storage, corpus.index, embed, SearchQuery(words=q.query), limit=LIMIT, mode=mode,
-            min_similarity=semantic.MIN_SIMILARITY if min_similarity is None else min_similarity,
+            min_similarity=min_similarity,
             rrf_k=semantic.RRF_K if rrf_k is None else rrf_k,
             candidates=semantic.CANDIDATES if candidates is None else candidates,
             vector_weight=semantic.VECTOR_WEIGHT if vector_weight is None else vector_weight)
@@ -282,7 +294,7 @@ def format_table(by_mode: dict[str, dict[str, Figures]]) -> str:
 
 
 def similarity_bins(corpus: Corpus, queries: Sequence[Query], embed: Callable[[str], np.ndarray],
-                    edges: Sequence[float] = (0.80, 0.82, 0.84, 0.86)) -> list[tuple[str, int, int]]:
+                    edges: Sequence[float]) -> list[tuple[str, int, int]]:
     """Each query's 10 nearest indexed posts (no threshold), binned by cosine: (bin, hits, relevant)."""
     names = [f"< {edges[0]:.2f}", *(f"{a:.2f}-{b:.2f}" for a, b in itertools.pairwise(edges)), f">= {edges[-1]:.2f}"]
     counts = {n: [0, 0] for n in names}
@@ -341,21 +353,27 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"model loaded in {time.perf_counter() - t0:.1f} s")
     vec_cache = Path(args.vectors_cache) if args.vectors_cache else default_cache_path(classifier)
     cached = vec_cache.is_file()
-    corpus = await build_corpus(classifier, cache=None if args.no_cache else vec_cache, progress=True)
+    neutral = not args.raw and classifier.search_space is not None
+    corpus = await build_corpus(classifier, cache=None if args.no_cache else vec_cache, progress=True, neutral=neutral)
     print(f"{len(corpus.example_of):,} posts stored, classified and embedded in {corpus.seconds_model:.1f} s "
           f"({'from cache ' + str(vec_cache) if cached and not args.no_cache else 'model pass'}); "
-          f"every post is in the vector index ({len(corpus.index):,})")
+          f"every post is in the vector index ({len(corpus.index):,}); "
+          f"space: {'language-neutral (models.search_space)' if neutral else 'raw embeddings'}")
+    # the bot's floor for an index this size (bot.search.similarity_floor: 0.25 at the 2,743 judged posts)
+    floor = semantic.similarity_floor(len(corpus.index)) if neutral else semantic.RAW_MIN_SIMILARITY
+    sims = [0.17, 0.20, 0.23, 0.25, 0.27, 0.30] if neutral else [0.80, 0.82, 0.84, 0.86]
     try:
         queries = load_queries()
-        embed = query_embedder(classifier)
+        embed = query_embedder(classifier, neutral=neutral)
         dev = [q for q in queries if query_split(q.id) == "dev"]
         test = [q for q in queries if query_split(q.id) == "test"]
         print(f"{len(queries)} queries ({len(dev)} dev / {len(test)} test): "
               + ", ".join(f"{lang} {sum(q.lang == lang for q in queries)}" for lang in LANGS))
         chosen: dict[str, Any] = {}
+        bot = {"min_similarity": floor, "rrf_k": semantic.RRF_K, "candidates": semantic.CANDIDATES,
+               "vector_weight": semantic.VECTOR_WEIGHT}
         if not args.no_sweep:
             t1 = time.perf_counter()
-            sims = [0.80, 0.82, 0.84, 0.86]
             rows = await sweep(corpus, dev, embed, sims=sims, ks=(5, 10, 30, 60), cands=(30, 50, 100))
             print(f"\nsweep on the {len(dev)} dev queries: {len(rows)} settings in {time.perf_counter() - t1:.0f} s")
             best = sorted((r for r in rows if r[0] == "hybrid"), key=lambda r: (-r[5].recall, -r[5].mrr, -r[6].recall))
@@ -364,10 +382,12 @@ async def main_async(args: argparse.Namespace) -> None:
                       f"cross R@10={x.recall:.3f} MRR={x.mrr:.3f}")
             _m, sim, k, cand, w, _a, _x = best[0]
             chosen = {"min_similarity": float(sim), "rrf_k": k, "candidates": cand, "vector_weight": w}
-            print(f"  best on dev: {chosen} (the bot's: MIN_SIMILARITY={semantic.MIN_SIMILARITY} "
-                  f"RRF_K={semantic.RRF_K} CANDIDATES={semantic.CANDIDATES} VECTOR_WEIGHT={semantic.VECTOR_WEIGHT})")
+            print(f"  best on dev: {chosen} (the bot's: {bot})")
+            if neutral:
+                print(f"  as the bot's NOISE_SCALE (floor / sqrt(2 ln {len(corpus.index)})): "
+                      f"{sim / np.sqrt(2 * np.log(len(corpus.index))):.4f} (the bot's: {semantic.NOISE_SCALE:.4f})")
         for name, group in (("all queries", queries), ("test queries (held out from the sweep)", test)):
-            results = {m: await run_queries(corpus, group, embed, m) for m in MODES}
+            results = {m: await run_queries(corpus, group, embed, m, min_similarity=floor) for m in MODES}
             by_mode = {m: evaluate(results[m], group, corpus.lang_of) for m in MODES}
             print(f"\n{name}, the bot's settings (R@10 = hits/min(#rel,10); rec = hits/#rel; MRR@10)")
             print(format_table(by_mode))
@@ -375,18 +395,17 @@ async def main_async(args: argparse.Namespace) -> None:
                   + ", ".join(f"{m} {sum(not results[m][q.id] for q in group)}" for m in MODES))
             if args.per_query and name == "all queries":
                 print("\n".join(per_query_lines(group, results)))
-        if chosen and chosen != {"min_similarity": semantic.MIN_SIMILARITY, "rrf_k": semantic.RRF_K,
-                                 "candidates": semantic.CANDIDATES, "vector_weight": semantic.VECTOR_WEIGHT}:
+        if chosen and chosen != bot:
             res = await run_queries(corpus, test, embed, "hybrid", **chosen)
             ev = evaluate(res, test, corpus.lang_of)
             print(f"\nhybrid with the dev-chosen settings on the test queries: R@10 {ev['all'].recall:.3f} "
                   f"MRR {ev['all'].mrr:.3f} cross-lingual R@10 {ev['cross-lingual'].recall:.3f}")
         print("\ncosine of each query's 10 nearest posts (no threshold): hits, relevant share")
-        for name, n, r in similarity_bins(corpus, queries, embed):
+        for name, n, r in similarity_bins(corpus, queries, embed, sims):
             print(f"  {name:10} {n:4}  {r / n if n else float('nan'):.2f}")
     finally:
         await corpus.close()
-    flags = " --per-query" if args.per_query else ""
+    flags = (" --per-query" if args.per_query else "") + (" --raw" if args.raw else "")
     print(f"\ncommand: .venv/bin/python bench/retrieval.py{flags}")
 
 
@@ -398,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--per-query", action="store_true", help="print hits per query and mode")
+    p.add_argument("--raw", action="store_true", help="raw embeddings, no language centroids (the previous design)")
     asyncio.run(main_async(p.parse_args(argv)))
 
 

@@ -151,8 +151,9 @@ def build_application(config: Config, *, classifier: Any = None, start_sources: 
             retry=RetryPolicy(retries=tg.transient_retries, base=tg.retry_delay), on_history=downtime.note,
         )
         # exact re-ranking reads float16 vectors from the database: ~235 B a post in memory (bot.vector_index)
+        space = getattr(clf, "search_space", None)  # language centroids: cross-language search (models.search_space)
         vectors = VectorIndex(int(getattr(getattr(clf, "encoder", None), "dim", 384)),
-                              fetch_vectors=storage.vector_fetcher())
+                              fetch_vectors=storage.vector_fetcher(), centroids=space.posts if space is not None else None)
         loaded = await load_index(vectors, storage)
         log.info("search index: %d posts, %.0f MB", loaded, vectors.memory_bytes() / 2**20)
 

@@ -49,5 +49,13 @@ class Services:
         return max(self.config.alerts.min_score, float(getattr(self.classifier, "threshold", 0.0) or 0.0))
 
     def embed_query(self, text: str) -> np.ndarray:
-        """One search query's embedding (runs on a worker thread)."""
+        """One search query's embedding, in the index's language-neutral space when the model has one
+        (``models.search_space``; runs on a worker thread)."""
+        embed_query = getattr(self.classifier, "embed_query", None)
+        if embed_query is not None:
+            return np.asarray(embed_query(text), dtype=np.float32)
+        return self.embed_post(text)
+
+    def embed_post(self, text: str) -> np.ndarray:
+        """A post's raw search embedding, as stored (``/similar`` for a post that has none yet)."""
         return np.asarray(self.classifier.embed([text])[0], dtype=np.float32)

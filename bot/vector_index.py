@@ -140,12 +140,16 @@ class VectorIndex:
 
     def __init__(self, dim: int = 384, *, fetch_vectors: FetchVectors | None = None, rescore: int = DEFAULT_RESCORE,
                  query_bits: int = DEFAULT_QUERY_BITS, fit_size: int = DEFAULT_FIT_SIZE, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 use_numkong: bool | None = None) -> None:
+                 use_numkong: bool | None = None, centroids: Mapping[str, np.ndarray] | None = None) -> None:
         """``fetch_vectors``: exact float vectors by post id, for the re-rank and ``vector_of``; without it
         the index keeps a float16 copy of every vector in memory. ``rescore``: candidates re-ranked
         exactly (at least 3×k). ``query_bits``: 8 (two int4 planes) or 4. ``fit_size``: vectors seen
         before the quantiser is fitted (until then search is exact). ``use_numkong``: force the SIMD
-        kernel on or off (None: when installed).
+        kernel on or off (None: when installed). ``centroids``: language → mean post embedding
+        (``models.search_space``): each vector added or fetched has its language's centroid taken
+        out and is re-normalised, so the index holds (and ``search``/``vector_of`` return cosines
+        in) the language-neutral space; queries must then be in that space too. A language
+        without a centroid uses the mean of the given ones.
         """
         if dim % 2:
             raise ValueError("dim must be even (two 4-bit codes a byte)")
@@ -185,6 +189,37 @@ class VectorIndex:
         self._tail_n = 0
         self._f16: list[np.ndarray] = []  # in-memory exact vectors, chunk_rows rows a chunk
         self._pending: list[np.ndarray] = []  # float32 rows not yet coded (fetch mode, before the fit)
+        self._centroids: np.ndarray | None = None  # by language code
+        if centroids:
+            given = [np.asarray(v, np.float32).reshape(-1) for v in centroids.values()]
+            if any(v.shape[0] != dim for v in given):
+                raise ValueError(f"centroids must be {dim}-dim")
+            mean = np.mean(given, axis=0)
+            self._centroids = np.stack([np.asarray(centroids[lang], np.float32).reshape(-1) if lang in centroids
+                                        else mean for lang in LANGUAGES]).astype(np.float32)
+
+    # -- the space vectors live in ------------------------------------------------------------
+
+    @property
+    def language_neutral(self) -> bool:
+        """Whether vectors (and so cosines) are in the language-neutral space (``centroids`` given)."""
+        return self._centroids is not None
+
+    def neutral(self, vectors: np.ndarray, langs: Sequence[str | None] | np.ndarray) -> np.ndarray:
+        """Vectors as the index holds them: language centroid out, unit length (as given without centroids).
+
+        ``langs``: language names, or the index's language codes (uint8 array).
+        """
+        vecs = np.asarray(vectors, dtype=np.float32)
+        if self._centroids is None:
+            return vecs
+        single = vecs.ndim == 1
+        vecs = vecs.reshape(-1, self.dim)
+        codes = (np.asarray(langs, dtype=np.int64) if isinstance(langs, np.ndarray)
+                 else np.array([LANG_CODES.get(lang or "other", OTHER_LANG) for lang in langs], np.int64))
+        out = vecs - self._centroids[codes]
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out[0] if single else out
 
     # -- size and lookup -------------------------------------------------------------------
 
@@ -333,6 +368,7 @@ class VectorIndex:
         self._ids[start:end] = ids
         self._dates[start:end] = [meta.date for meta in metas]
         self._lang[start:end] = [LANG_CODES.get(meta.lang or "other", OTHER_LANG) for meta in metas]
+        vecs = self.neutral(vecs, self._lang[start:end])
         self._labels[start:end] = [_label_mask(meta.labels) for meta in metas]
         self._chan[start:end] = [self._channel_code(meta.channel_id) for meta in metas]
         if self._fetch is None:
@@ -403,13 +439,17 @@ class VectorIndex:
     # -- changing ---------------------------------------------------------------------------
 
     def update_meta(self, post_id: int, meta: VectorMeta) -> bool:
-        """Replace a post's filter fields (reclassified, story changed); False if it is not in the index."""
+        """Replace a post's filter fields (reclassified, story changed); False if it is not in the index,
+        or if its language changed under centroids (its vector must then be added again with ``add``)."""
         with self._lock:
             row = self._row_of(int(post_id))
             if row is None:
                 return False
+            lang = LANG_CODES.get(meta.lang or "other", OTHER_LANG)
+            if self._centroids is not None and lang != int(self._lang[row]):
+                return False
             self._dates[row] = meta.date
-            self._lang[row] = LANG_CODES.get(meta.lang or "other", OTHER_LANG)
+            self._lang[row] = lang
             self._labels[row] = _label_mask(meta.labels)
             self._chan[row] = self._channel_code(meta.channel_id)
             self._flags[row] = _flags(meta)
@@ -435,8 +475,9 @@ class VectorIndex:
                 return None
             if self._fetch is None or row >= self._coded:
                 return self._exact_rows(np.array([row]))[0]
+            lang = self._lang[row : row + 1].copy()
         got = self._fetch([int(post_id)]).get(int(post_id))
-        return None if got is None else np.asarray(got, dtype=np.float32).reshape(-1)
+        return None if got is None else self.neutral(np.asarray(got, dtype=np.float32).reshape(1, -1), lang)[0]
 
     def memory_bytes(self) -> int:
         """Bytes held: arrays at their capacity, packed code chunks, dicts (estimated)."""
@@ -490,8 +531,9 @@ class VectorIndex:
         else:
             got = self._fetch([int(i) for i in ids])
             keep = [j for j, i in enumerate(ids) if int(i) in got]
-            ids = ids[keep]
-            vecs = np.stack([np.asarray(got[int(i)], dtype=np.float32).reshape(-1) for i in ids]) if keep else None
+            ids, langs = ids[keep], snap.lang[rows[keep]]
+            vecs = (self.neutral(np.stack([np.asarray(got[int(i)], dtype=np.float32).reshape(-1) for i in ids]), langs)
+                    if keep else None)
         return _rank(q, ids, vecs, k)
 
     async def asearch(self, query: np.ndarray, k: int, flt: VectorFilter | None = None, exclude: int | None = None,
@@ -510,8 +552,10 @@ class VectorIndex:
             return _rank(q, snap.ids[rows], self._exact_rows(rows, snap), k)
         ids = snap.ids[rows]
         got = await fetch([int(i) for i in ids])
-        ids = np.array([i for i in ids if int(i) in got], np.int64)
-        vecs = np.stack([np.asarray(got[int(i)], dtype=np.float32).reshape(-1) for i in ids]) if len(ids) else None
+        keep = [j for j, i in enumerate(ids) if int(i) in got]
+        ids, langs = ids[keep], snap.lang[rows[keep]]
+        vecs = (self.neutral(np.stack([np.asarray(got[int(i)], dtype=np.float32).reshape(-1) for i in ids]), langs)
+                if keep else None)
         return _rank(q, ids, vecs, k)
 
     def candidates(self, query: np.ndarray, k: int, flt: VectorFilter | None = None,

@@ -142,7 +142,7 @@ async def similar(update: Update, context: BotContext) -> None:
         await reply(update, f"I have no stored post {html_text(ref[:80])}.")
         return
     vectors = context.services.vectors
-    hits = (await similar_posts(context.storage, vectors, post.id, embed=context.services.embed_query)
+    hits = (await similar_posts(context.storage, vectors, post.id, embed=context.services.embed_post)
             if vectors is not None else [])
     if not hits:
         await reply(update, "No similar appeals stored yet.")

