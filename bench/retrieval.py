@@ -228,7 +228,8 @@ def query_embedder(classifier: Any, *, neutral: bool = True) -> Callable[[str], 
 
 async def run_queries(corpus: Corpus, queries: Sequence[Query], embed: Callable[[str], np.ndarray], mode: str, *,
                       min_similarity: float | None = None, rrf_k: int | None = None,
-                      candidates: int | None = None, vector_weight: float | None = None) -> dict[str, list[str]]:
+                      candidates: int | None = None, vector_weight: float | None = None,
+                      feedback: int | None = None) -> dict[str, list[str]]:
     """Each query's top-10 example ids in ``mode``."""
     out = {}
     for q in queries:
@@ -237,7 +238,7 @@ async def run_queries(corpus: Corpus, queries: Sequence[Query], embed: Callable[
             min_similarity=min_similarity,
             rrf_k=semantic.RRF_K if rrf_k is None else rrf_k,
             candidates=semantic.CANDIDATES if candidates is None else candidates,
-            vector_weight=semantic.VECTOR_WEIGHT if vector_weight is None else vector_weight)
+            vector_weight=semantic.VECTOR_WEIGHT if vector_weight is None else vector_weight, feedback=feedback)
         out[q.id] = [corpus.example_of[p.id] for p in res.posts]
     return out
 
@@ -395,6 +396,12 @@ async def main_async(args: argparse.Namespace) -> None:
                   + ", ".join(f"{m} {sum(not results[m][q.id] for q in group)}" for m in MODES))
             if args.per_query and name == "all queries":
                 print("\n".join(per_query_lines(group, results)))
+        if neutral:  # the same settings without pseudo-relevance feedback (bot.search.FEEDBACK_POSTS)
+            for name, group in (("all", queries), ("test", test)):
+                ev = evaluate(await run_queries(corpus, group, embed, "hybrid", min_similarity=floor, feedback=0),
+                              group, corpus.lang_of)
+                print(f"hybrid without feedback, {name} queries: R@10 {ev['all'].recall:.3f} MRR {ev['all'].mrr:.3f} "
+                      f"cross-lingual R@10 {ev['cross-lingual'].recall:.3f}")
         if chosen and chosen != bot:
             res = await run_queries(corpus, test, embed, "hybrid", **chosen)
             ev = evaluate(res, test, corpus.lang_of)

@@ -43,6 +43,12 @@ CANDIDATES = 30
 NOISE_SCALE = 0.25 / math.sqrt(2 * math.log(2743))
 MIN_FLOOR = 0.2
 RAW_MIN_SIMILARITY = 0.82
+# Pseudo-relevance feedback (Rocchio): the query vector moved towards its FEEDBACK_POSTS best hits, by
+# FEEDBACK_WEIGHT of their mean, then searched again. Broad questions have many answers, worded apart;
+# the first hits carry the topic's vocabulary in every language. Chosen on the dev queries (vectors
+# alone, R@10 0.551 → 0.586, cross-language 0.408 → 0.442, MRR 0.851 → 0.849; k 3/5/10 × weight 0.5/1/2).
+FEEDBACK_POSTS = 5
+FEEDBACK_WEIGHT = 0.5
 
 
 async def load_index(index: VectorIndex, storage: Storage, chunk: int = 20_000) -> int:
@@ -106,12 +112,15 @@ def rrf(rankings: Sequence[Sequence[int]], k: int = RRF_K, weights: Sequence[flo
 async def hybrid_search(storage: Storage, index: VectorIndex | None, embed: Callable[[str], np.ndarray] | None,
                         q: SearchQuery, *, limit: int = 5, offset: int = 0, mode: str = "hybrid",
                         min_similarity: float | None = None, candidates: int = CANDIDATES,
-                        rrf_k: int = RRF_K, vector_weight: float = VECTOR_WEIGHT) -> HybridResult:
+                        rrf_k: int = RRF_K, vector_weight: float = VECTOR_WEIGHT,
+                        feedback: int | None = None) -> HybridResult:
     """Full-text, vectors, or both fused (``mode``: fts | vector | hybrid).
 
     Filters apply inside both retrievals, before anything is ranked or capped. Pages beyond
     the fused candidates continue in full-text order, so paging never ends early. ``embed`` must
     give vectors in the index's space; ``min_similarity`` defaults to that space's floor.
+    ``feedback``: posts for pseudo-relevance feedback (default ``FEEDBACK_POSTS`` in the
+    language-neutral space, none in raw space; 0: none).
     """
     use_vec = mode in ("vector", "hybrid") and index is not None and embed is not None and bool(q.words.strip())
     if not use_vec:
@@ -129,9 +138,10 @@ async def hybrid_search(storage: Storage, index: VectorIndex | None, embed: Call
     vec_ids: list[int] = []
     if min_similarity is None:
         min_similarity = similarity_floor(len(index)) if index.language_neutral else RAW_MIN_SIMILARITY
-    if flt is not None:
-        hits = await asyncio.to_thread(index.search, qvec, candidates, flt)  # a scan of up to ~20 ms at 1M posts
-        vec_ids = [i for i, sim in hits if sim >= min_similarity]
+    if feedback is None:
+        feedback = FEEDBACK_POSTS if index.language_neutral else 0
+    if flt is not None:  # scans of up to ~20 ms at 1M posts
+        vec_ids = await asyncio.to_thread(_vector_hits, index, qvec, candidates, flt, min_similarity, feedback)
     if ranking is None:
         posts = await storage.posts_for(vec_ids[offset : offset + limit])
         return HybridResult(posts, len(vec_ids), False)
@@ -140,6 +150,21 @@ async def hybrid_search(storage: Storage, index: VectorIndex | None, embed: Call
     order = fused + [i for i in ranking.ids[candidates:] if i not in seen]
     posts = await storage.posts_for(order[offset : offset + limit], ranking.terms)
     return HybridResult(posts, len(set(ranking.ids) | set(vec_ids)), ranking.capped)
+
+
+def _vector_hits(index: VectorIndex, qvec: np.ndarray, candidates: int, flt: VectorFilter, floor: float,
+                 feedback: int) -> list[int]:
+    """Post ids by cosine above ``floor``; with ``feedback``, searched again from the query moved towards
+    its first hits (nothing above the floor: nothing to learn from, and nothing found)."""
+    hits = [i for i, sim in index.search(qvec, candidates, flt) if sim >= floor]
+    if not hits or feedback <= 0:
+        return hits
+    found = [v for i in hits[:feedback] if (v := index.vector_of(i)) is not None]
+    if not found:
+        return hits
+    q = np.asarray(qvec, dtype=np.float32).reshape(-1)
+    moved = q / max(float(np.linalg.norm(q)), 1e-12) + FEEDBACK_WEIGHT * np.mean(found, axis=0)
+    return [i for i, sim in index.search(moved, candidates, flt) if sim >= floor]
 
 
 async def similar_posts(storage: Storage, index: VectorIndex, post_id: int, *, limit: int = 5,

@@ -292,13 +292,34 @@ def test_language_centroids_carry_queries_across_languages(classifier: AppealCla
     assert figures["neutral"]["all"].recall >= figures["raw"]["all"].recall + 0.08, figures
 
 
+def test_pseudo_relevance_feedback_finds_more(classifier: AppealClassifier) -> None:
+    """Searching again from the query moved towards its first hits (bot.search.FEEDBACK_POSTS)."""
+
+    async def run() -> dict[int, dict[str, Figures]]:
+        corpus = await build_corpus(classifier, cache=default_cache_path(classifier))
+        try:
+            queries = load_queries()
+            embed = query_embedder(classifier)
+            return {fb: evaluate(await run_queries(corpus, queries, embed, "hybrid", feedback=fb), queries, corpus.lang_of)
+                    for fb in (0, semantic.FEEDBACK_POSTS)}
+        finally:
+            await corpus.close()
+
+    figures = asyncio.run(run())
+    without, with_feedback = figures[0], figures[semantic.FEEDBACK_POSTS]
+    # measured: R@10 0.565 → 0.594, cross-lingual 0.368 → 0.407, MRR 0.877 → 0.880
+    assert with_feedback["all"].recall >= without["all"].recall + 0.015, figures
+    assert with_feedback["cross-lingual"].recall >= without["cross-lingual"].recall + 0.015, figures
+    assert with_feedback["all"].mrr >= without["all"].mrr - 0.01, figures
+
+
 def test_hybrid_beats_full_text_on_the_query_set(query_set_figures: dict[str, dict[str, Figures]]) -> None:
     fts, hybrid = query_set_figures["fts"], query_set_figures["hybrid"]
     table = {m: {g: round(f.recall, 3) for g, f in v.items()} for m, v in query_set_figures.items()}
     # measured (bench/retrieval.py, 169 queries over 2,743 posts, language-neutral space): R@10 fts 0.376,
-    # vector 0.439, hybrid 0.566; MRR 0.705 / 0.818 / 0.878; cross-lingual R@10 0.104 / 0.339 / 0.368
+    # vector 0.520, hybrid 0.594; MRR 0.705 / 0.817 / 0.880; cross-lingual R@10 0.104 / 0.409 / 0.407
     assert hybrid["all"].recall >= fts["all"].recall + 0.12, table
-    assert hybrid["all"].recall >= 0.53, table  # regression floor; the targets are below (xfail)
+    assert hybrid["all"].recall >= 0.56, table  # regression floor; the targets are below (xfail)
     assert hybrid["all"].mrr >= fts["all"].mrr + 0.10, table
     # relevant posts in another language than the query: words rarely cross
     assert fts["cross-lingual"].recall <= 0.15, table
@@ -310,7 +331,7 @@ def test_hybrid_beats_full_text_on_the_query_set(query_set_figures: dict[str, di
 
 
 @pytest.mark.xfail(strict=True, reason="the issue's targets are not met with multilingual-e5-small: measured hybrid "
-                                       "R@10 0.566, cross-lingual 0.368, MRR 0.878 on the 169 judged queries "
+                                       "R@10 0.594, cross-lingual 0.407, MRR 0.880 on the 169 judged queries "
                                        "(targets 0.80 / 0.70 / 0.85: MRR met); no setting on the dev half passes 0.61")
 def test_hybrid_recall_target(query_set_figures: dict[str, dict[str, Figures]]) -> None:
     hybrid = query_set_figures["hybrid"]
