@@ -211,12 +211,16 @@ class VectorIndex:
         ``langs``: language names, or the index's language codes (uint8 array).
         """
         vecs = np.asarray(vectors, dtype=np.float32)
+        if vecs.shape[-1] != self.dim:
+            raise ValueError(f"expected {self.dim}-dim vectors, got {vecs.shape[-1]}")
         if self._centroids is None:
             return vecs
         single = vecs.ndim == 1
         vecs = vecs.reshape(-1, self.dim)
         codes = (np.asarray(langs, dtype=np.int64) if isinstance(langs, np.ndarray)
                  else np.array([LANG_CODES.get(lang or "other", OTHER_LANG) for lang in langs], np.int64))
+        if len(codes) != len(vecs):
+            raise ValueError(f"{len(vecs)} vectors, {len(codes)} languages")
         out = vecs - self._centroids[codes]
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out[0] if single else out
@@ -446,13 +450,13 @@ class VectorIndex:
             if row is None:
                 return False
             lang = LANG_CODES.get(meta.lang or "other", OTHER_LANG)
-            if self._centroids is not None and lang != int(self._lang[row]):
-                return False
             self._dates[row] = meta.date
-            self._lang[row] = lang
             self._labels[row] = _label_mask(meta.labels)
             self._chan[row] = self._channel_code(meta.channel_id)
             self._flags[row] = _flags(meta)
+            if self._centroids is not None and lang != int(self._lang[row]):
+                return False  # the other fields are current; the vector (and so its language) waits for ``add``
+            self._lang[row] = lang
             return True
 
     def remove(self, post_id: int) -> bool:
@@ -478,6 +482,28 @@ class VectorIndex:
             lang = self._lang[row : row + 1].copy()
         got = self._fetch([int(post_id)]).get(int(post_id))
         return None if got is None else self.neutral(np.asarray(got, dtype=np.float32).reshape(1, -1), lang)[0]
+
+    def vectors_of(self, post_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Several posts' embeddings (as ``vector_of``) with one call of ``fetch_vectors``; absent ones left out."""
+        out: dict[int, np.ndarray] = {}
+        wanted: list[tuple[int, int]] = []
+        with self._lock:
+            for pid in post_ids:
+                row = self._row_of(int(pid))
+                if row is None:
+                    continue
+                if self._fetch is None or row >= self._coded:
+                    out[int(pid)] = self._exact_rows(np.array([row]))[0]
+                else:
+                    wanted.append((int(pid), int(self._lang[row])))
+        if wanted and self._fetch is not None:
+            got = self._fetch([pid for pid, _ in wanted])
+            have = [(pid, code) for pid, code in wanted if pid in got]
+            if have:
+                vecs = np.stack([np.asarray(got[pid], dtype=np.float32).reshape(-1) for pid, _ in have])
+                neutral = self.neutral(vecs, np.array([code for _, code in have], np.int64))
+                out.update({pid: neutral[j] for j, (pid, _) in enumerate(have)})
+        return out
 
     def memory_bytes(self) -> int:
         """Bytes held: arrays at their capacity, packed code chunks, dicts (estimated)."""

@@ -24,6 +24,7 @@ whose cosine threshold was tuned on them.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -80,7 +81,7 @@ class SearchSpace:
         arrays: dict[str, Any] = {"encoder": np.array(self.encoder)}
         arrays |= {f"post_{k}": v for k, v in self.posts.items()} | {f"query_{k}": v for k, v in self.queries.items()}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # a bot and a worker may build it at once
         np.savez(tmp, **arrays)
         tmp.replace(path)
 

@@ -120,7 +120,8 @@ def _vectors(n: int) -> tuple[np.ndarray, list[str]]:
 def test_index_with_centroids_ranks_by_neutral_cosine(space: SearchSpace, fetch: bool) -> None:
     vecs, langs = _vectors(600)
     stored = {i + 1: vecs[i].astype(np.float16).astype(np.float32) for i in range(len(vecs))}
-    index = VectorIndex(DIM, centroids=space.posts, fit_size=256, chunk_rows=256,
+    # rescore 10: the codes alone choose the candidates, so they must be codes of the neutral vectors
+    index = VectorIndex(DIM, centroids=space.posts, fit_size=256, chunk_rows=256, rescore=10,
                         fetch_vectors=(lambda ids: {i: stored[i] for i in ids if i in stored}) if fetch else None)
     assert index.language_neutral
     index.extend([(i + 1, vecs[i], _meta(langs[i])) for i in range(len(vecs))])
@@ -132,6 +133,56 @@ def test_index_with_centroids_ranks_by_neutral_cosine(space: SearchSpace, fetch:
     got = index.vector_of(5)
     assert got is not None
     np.testing.assert_allclose(got, space.post_vectors(stored[5][None, :], [langs[4]])[0], atol=2e-3)
+    many = index.vectors_of([5, 7, 10_000])
+    assert set(many) == {5, 7}
+    np.testing.assert_allclose(many[5], got, atol=1e-6)
+
+
+@pytest.mark.parametrize("fetch", [False, True])
+def test_rows_before_the_quantiser_is_fitted_are_neutral_too(space: SearchSpace, fetch: bool) -> None:
+    vecs, langs = _vectors(40)
+    stored = {i + 1: vecs[i] for i in range(len(vecs))}
+    index = VectorIndex(DIM, centroids=space.posts, fit_size=1000,
+                        fetch_vectors=(lambda ids: {i: stored[i] for i in ids if i in stored}) if fetch else None)
+    index.extend([(i + 1, vecs[i], _meta(langs[i])) for i in range(len(vecs))])
+    q = space.query_vector(RNG.standard_normal(DIM).astype(np.float32), "uk")
+    expected = space.post_vectors(vecs, langs) @ q
+    assert [pid for pid, _ in index.search(q, 5)] == [int(i) + 1 for i in np.argsort(-expected)[:5]]
+
+
+def test_a_post_of_unknown_language_loses_the_mean_centroid(space: SearchSpace) -> None:
+    index = VectorIndex(DIM, centroids=space.posts)
+    vec = _unit(RNG.standard_normal(DIM).astype(np.float32))
+    for lang in (None, "other"):
+        np.testing.assert_allclose(index.neutral(vec, [lang]), space.post_vectors(vec[None, :], [lang])[0], atol=1e-6)
+    with pytest.raises(ValueError):
+        index.neutral(np.zeros(DIM + 1, np.float32), ["ru"])
+    with pytest.raises(ValueError):
+        index.neutral(np.zeros((2, DIM), np.float32), ["ru"])
+
+
+def test_feedback_needs_several_hits_above_the_floor() -> None:
+    """One chance hit must not pull its neighbours over the floor; several real ones may."""
+    from bot.search import FEEDBACK_MIN_HITS, _vector_hits
+
+    q = _unit(RNG.standard_normal(DIM).astype(np.float32))
+    other = _unit(RNG.standard_normal(DIM).astype(np.float32))
+    other = _unit(other - (other @ q) * q)  # orthogonal to the query
+
+    def mix(a: float) -> np.ndarray:  # cosine a to the query, the rest along `other`, a little noise
+        return _unit(a * q + np.sqrt(1 - a * a) * other + 0.05 * RNG.standard_normal(DIM).astype(np.float32))
+
+    def index_of(n_hits: int) -> VectorIndex:
+        index = VectorIndex(DIM)
+        rows = [mix(0.5) for _ in range(n_hits)] + [mix(0.2) for _ in range(6)]  # 6 neighbours under the floor
+        for pid, v in enumerate(rows, 1):
+            index.add(pid, v, _meta("ru"))
+        return index
+
+    one = _vector_hits(index_of(1), q, 30, None, 0.3, 5)
+    assert one == [1]
+    several = _vector_hits(index_of(FEEDBACK_MIN_HITS), q, 30, None, 0.3, 5)
+    assert set(several) > set(range(1, FEEDBACK_MIN_HITS + 1))  # the moved query reaches the neighbours
 
 
 def test_a_language_change_needs_the_vector_again(space: SearchSpace) -> None:
