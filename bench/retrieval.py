@@ -404,9 +404,9 @@ async def main_async(args: argparse.Namespace) -> None:
             group = [q for q, o in pairs if o == other]
             res = await run_queries(corpus, group, embed, "hybrid", lang=other, min_similarity=floor)
             filtered.update({(q.id, other): res[q.id] for q in group})
-        ev = _figures([(filtered[(q.id, o)], {d for d in q.relevant if corpus.lang_of[d] == o}) for q, o in pairs])
-        print(f"\nhybrid, the query with lang: set to another language that has answers ({ev.n} query × language "
-              f"pairs): R@10 {ev.recall:.3f} MRR {ev.mrr:.3f}")
+        by_lang = _figures([(filtered[(q.id, o)], {d for d in q.relevant if corpus.lang_of[d] == o}) for q, o in pairs])
+        print(f"\nhybrid, the query with lang: set to another language that has answers ({by_lang.n} query × language "
+              f"pairs): R@10 {by_lang.recall:.3f} MRR {by_lang.mrr:.3f}")
         if neutral:  # the same settings without pseudo-relevance feedback (bot.search.FEEDBACK_POSTS)
             for name, group in (("all", queries), ("test", test)):
                 ev = evaluate(await run_queries(corpus, group, embed, "hybrid", min_similarity=floor, feedback=0),

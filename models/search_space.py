@@ -23,6 +23,7 @@ whose cosine threshold was tuned on them.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 LANGS = ("ru", "uk", "en")
 REFERENCE_POSTS = 300  # per language; 50 already give the same retrieval figures
 FILE_NAME = "search_space.npz"
+DATA_DIR = Path(__file__).resolve().parent / "data"  # the labelled posts (models/data)
 _WORD = re.compile(r"[\w'’-]+")
 
 
@@ -133,14 +135,20 @@ def build_search_space(embed: Callable[[list[str]], np.ndarray], texts: Mapping[
     return SearchSpace(encoder, posts, queries)
 
 
-def reference_texts() -> dict[str, list[str]]:
-    """The labelled posts shipped with the project, by language (only their texts are used)."""
-    from models.training.dataset import load_examples, load_real_examples
+def reference_texts(data_dir: Path = DATA_DIR) -> dict[str, list[str]]:
+    """The labelled posts shipped with the project, by language (only "text" and "lang" are read).
 
+    Read here rather than through ``models.training``: the running bot loads no training code.
+    """
     out: dict[str, list[str]] = {lang: [] for lang in LANGS}
-    for ex in [*load_examples(), *load_real_examples()]:
-        if ex.lang in out and ex.text.strip():
-            out[ex.lang].append(ex.text)
+    for path in [*sorted(data_dir.glob("posts_*.jsonl")), *sorted((data_dir / "real").glob("real_*.jsonl"))]:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            text, lang = row.get("text"), row.get("lang")
+            if isinstance(text, str) and text.strip() and lang in out:
+                out[lang].append(text)
     return out
 
 
