@@ -473,20 +473,13 @@ class VectorIndex:
 
     def vector_of(self, post_id: int) -> np.ndarray | None:
         """The post's embedding as float32 (from the in-memory copy or ``fetch_vectors``)."""
-        with self._lock:
-            row = self._row_of(int(post_id))
-            if row is None:
-                return None
-            if self._fetch is None or row >= self._coded:
-                return self._exact_rows(np.array([row]))[0]
-            lang = self._lang[row : row + 1].copy()
-        got = self._fetch([int(post_id)]).get(int(post_id))
-        return None if got is None else self.neutral(np.asarray(got, dtype=np.float32).reshape(1, -1), lang)[0]
+        return self.vectors_of([post_id]).get(int(post_id))
 
     def vectors_of(self, post_ids: Sequence[int]) -> dict[int, np.ndarray]:
-        """Several posts' embeddings (as ``vector_of``) with one call of ``fetch_vectors``; absent ones left out."""
+        """Posts' embeddings as the index holds them, with one call of ``fetch_vectors``; absent ones left out."""
         out: dict[int, np.ndarray] = {}
-        wanted: list[tuple[int, int]] = []
+        wanted: list[int] = []
+        codes: list[int] = []
         with self._lock:
             for pid in post_ids:
                 row = self._row_of(int(pid))
@@ -495,15 +488,23 @@ class VectorIndex:
                 if self._fetch is None or row >= self._coded:
                     out[int(pid)] = self._exact_rows(np.array([row]))[0]
                 else:
-                    wanted.append((int(pid), int(self._lang[row])))
+                    wanted.append(int(pid))
+                    codes.append(int(self._lang[row]))
         if wanted and self._fetch is not None:
-            got = self._fetch([pid for pid, _ in wanted])
-            have = [(pid, code) for pid, code in wanted if pid in got]
-            if have:
-                vecs = np.stack([np.asarray(got[pid], dtype=np.float32).reshape(-1) for pid, _ in have])
-                neutral = self.neutral(vecs, np.array([code for _, code in have], np.int64))
-                out.update({pid: neutral[j] for j, (pid, _) in enumerate(have)})
+            ids, vecs = self._fetched(self._fetch(wanted), np.array(wanted, np.int64), np.array(codes, np.int64))
+            if vecs is not None:
+                out.update({int(pid): vec for pid, vec in zip(ids, vecs, strict=True)})
         return out
+
+    def _fetched(self, got: Mapping[int, np.ndarray], ids: np.ndarray,
+                 codes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The ids ``fetch_vectors`` answered, and their vectors in the index's space (None when none came)."""
+        keep = [j for j, i in enumerate(ids) if int(i) in got]
+        if not keep:
+            return ids[keep], None
+        kept = ids[keep]
+        vecs = np.stack([np.asarray(got[int(i)], dtype=np.float32).reshape(-1) for i in kept])
+        return kept, self.neutral(vecs, codes[keep])
 
     def memory_bytes(self) -> int:
         """Bytes held: arrays at their capacity, packed code chunks, dicts (estimated)."""
@@ -555,11 +556,7 @@ class VectorIndex:
         if self._fetch is None or rows.max() >= snap.coded:
             vecs = self._exact_rows(rows, snap)
         else:
-            got = self._fetch([int(i) for i in ids])
-            keep = [j for j, i in enumerate(ids) if int(i) in got]
-            ids, langs = ids[keep], snap.lang[rows[keep]]
-            vecs = (self.neutral(np.stack([np.asarray(got[int(i)], dtype=np.float32).reshape(-1) for i in ids]), langs)
-                    if keep else None)
+            ids, vecs = self._fetched(self._fetch([int(i) for i in ids]), ids, snap.lang[rows])
         return _rank(q, ids, vecs, k)
 
     async def asearch(self, query: np.ndarray, k: int, flt: VectorFilter | None = None, exclude: int | None = None,
@@ -577,11 +574,7 @@ class VectorIndex:
         if rows.max() >= snap.coded:
             return _rank(q, snap.ids[rows], self._exact_rows(rows, snap), k)
         ids = snap.ids[rows]
-        got = await fetch([int(i) for i in ids])
-        keep = [j for j, i in enumerate(ids) if int(i) in got]
-        ids, langs = ids[keep], snap.lang[rows[keep]]
-        vecs = (self.neutral(np.stack([np.asarray(got[int(i)], dtype=np.float32).reshape(-1) for i in ids]), langs)
-                if keep else None)
+        ids, vecs = self._fetched(await fetch([int(i) for i in ids]), ids, snap.lang[rows])
         return _rank(q, ids, vecs, k)
 
     def candidates(self, query: np.ndarray, k: int, flt: VectorFilter | None = None,

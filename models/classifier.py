@@ -227,7 +227,7 @@ class AppealClassifier:
 
     def embed_query(self, text: str) -> np.ndarray:
         """A search query's embedding, in the language-neutral space when the classifier has one."""
-        vec = self.search_encoder.embed([text])[0]
+        vec = self.embed([text])[0]
         if self.search_space is None:
             return np.asarray(vec, dtype=np.float32)
         return self.search_space.query_vector(vec, detect_language(text)[0])

